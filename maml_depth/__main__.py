@@ -1,0 +1,5 @@
+import sys
+
+from maml_depth.cli import main
+
+sys.exit(main())

@@ -1,0 +1,29 @@
+"""Hypothesis profiles: ``ci`` (default, fast, derandomised) and ``thorough``.
+
+Select with ``HYPOTHESIS_PROFILE=thorough`` (``make test-all`` does).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+settings.register_profile(
+    "ci",
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.register_profile(
+    "thorough",
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+# Two CPU cores on CI: keep torch from oversubscribing them.
+torch.set_num_threads(min(2, torch.get_num_threads()))

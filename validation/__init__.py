@@ -1,0 +1,1 @@
+"""maml_depth.validation"""
