@@ -51,7 +51,7 @@ demo: $(STAMP)
 	$(BIN)/maml-depth train --demo --device $(DEVICE)
 
 lint: $(STAMP)
-	$(BIN)/ruff check maml_depth theory numerics validation paper_figures tests benchmarks
+	$(BIN)/ruff check maml_depth theory numerics validation paper_figures tests
 
 # mypy cannot follow setuptools' package-dir mapping, so it checks a link tree that has the
 # installed layout (maml_depth/theory -> theory/, ...), rebuilt each time from the work tree.

@@ -81,7 +81,7 @@ def resolve_adapt(adapt: AdaptSpec, depth: int, *, name: str = "adapt") -> tuple
         items = [adapt]
     else:
         try:
-            items = list(adapt)
+            items = list(adapt)  # type: ignore[arg-type]
         except TypeError:
             raise InvalidArgumentError(
                 f"{name} must be 'all', a layer index or a list of indices, got {adapt!r}"

@@ -108,7 +108,7 @@ class DeepLinear(nn.Module):
     @property
     def weights(self) -> tuple[Tensor, ...]:
         """The live parameters ``(W_1, …, W_L)``."""
-        return tuple(layer.weight for layer in self.layers)
+        return tuple(layer.weight for layer in self.layers)  # type: ignore[misc]
 
     @torch.no_grad()
     def reset_parameters(

@@ -9,14 +9,16 @@ References: MATH.md §2; Arnold, Iqbal, Sha (AISTATS 2021), §3 (linear regressi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call
 
 from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError, ShapeError
+from maml_depth.numerics.losses import mse_loss
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class LinearRegressionTasks:
                 raise InvalidArgumentError(f"{name} has non-finite entries")
         if self.W_bar.ndim != 2:
             raise ShapeError(f"W_bar must be (m, d), got shape {tuple(self.W_bar.shape)}")
-        m, d = self.W_bar.shape
+        d = self.W_bar.shape[1]
         _checks.shape("Sigma", self.Sigma.shape, (d, d))
         _checks.shape("Lam", self.Lam.shape, (d, d))
         if self.Sigma.dtype != self.W_bar.dtype or self.Lam.dtype != self.W_bar.dtype:
@@ -91,7 +93,9 @@ class LinearRegressionTasks:
             raise InvalidArgumentError("Sigma must be positive definite (an eigenvalue is ≤ 0)")
         lam_min = float(torch.linalg.eigvalsh(self.Lam).min())
         if lam_min < -1e-10 * (1 + float(self.Lam.abs().max())):
-            raise InvalidArgumentError(f"Lam must be positive semi-definite (eigenvalue {lam_min:.3g})")
+            raise InvalidArgumentError(
+                f"Lam must be positive semi-definite (eigenvalue {lam_min:.3g})"
+            )
         object.__setattr__(self, "sigma", _checks.finite_float("sigma", self.sigma, nonneg=True))
         object.__setattr__(self, "n_support", _checks.positive_int("n_support", self.n_support))
         if self.n_query is not None:
@@ -195,6 +199,28 @@ class LinearRegressionTasks:
         X, Y = draw(n)
         Xq, Yq = draw(self.n_query) if self.n_query is not None else (None, None)
         return TaskBatch(X, Y, Xq, Yq, W_t)
+
+    # -- losses ---------------------------------------------------------------------------
+    @property
+    def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """Support loss ``‖pred − Y‖²/(2n)``."""
+        return mse_loss
+
+    def query_loss(
+        self, model: nn.Module, params: dict[str, Tensor], Xq: Tensor | None, Yq: Tensor | None,
+        W_t: Tensor,
+    ) -> Tensor:
+        """Post-adaptation loss of one task: on the query set when there is one, else the
+        exact population loss of the model's end-to-end map (deep linear models only)."""
+        if Xq is not None and Yq is not None:
+            return mse_loss(functional_call(model, params, (Xq,)), Yq)
+        end_to_end = getattr(model, "end_to_end", None)
+        if end_to_end is None:
+            raise InvalidArgumentError(
+                f"n_query=None (population query loss) needs a linear model with end_to_end(); "
+                f"{type(model).__name__} has none: set n_query to a number of query samples"
+            )
+        return self.population_loss(end_to_end(params), W_t)
 
     def population_loss(self, W: Tensor, W_t: Tensor) -> Tensor:
         """Exact query loss ``½ tr((W − W_t) Σ (W − W_t)ᵀ) + ½ m σ²`` (batched over leading

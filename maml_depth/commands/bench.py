@@ -1,0 +1,56 @@
+"""``maml-depth bench``: benchmark tables (peers compared in the same run, as ratios)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+HELP = "benchmark the MAML engines against peers (or the theory with --theory)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--theory", action="store_true",
+                   help="benchmark theory/ (symbolic derivation, closed form vs Monte Carlo)")
+    p.add_argument("--configs", default=None, help="engine configs, e.g. small,large")
+    p.add_argument("--peers", default=None, help="engine peers, e.g. loop,vmap,higher,torchopt")
+    p.add_argument("--repeats", type=int, default=20, help="timed meta-steps per peer (≥ 20)")
+    p.add_argument("--device", default="cpu", help="cpu|cuda|auto")
+    p.add_argument("--out", default=None, help="also write the tables (Markdown) to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from maml_depth._io import atomic_write_text
+    from maml_depth.benchmarks import engine
+    from maml_depth.benchmarks.table import Table, render
+    from maml_depth.errors import InvalidArgumentError
+    from maml_depth.numerics import resolve_device
+
+    if args.repeats < 20:
+        raise InvalidArgumentError(f"--repeats must be ≥ 20 for a median, got {args.repeats}")
+    tables: list[Table] = []
+    if args.theory:
+        for mod in ("update_rule", "expected_loss"):
+            try:
+                m = importlib.import_module(f"maml_depth.benchmarks.{mod}")
+            except ModuleNotFoundError:
+                print(f"(theory benchmark {mod!r} not available yet)")
+                continue
+            tables += m.run()
+    else:
+        configs = args.configs.split(",") if args.configs else None
+        peers = args.peers.split(",") if args.peers else None
+        for c in configs or []:
+            if c not in engine.CONFIGS:
+                raise InvalidArgumentError(
+                    f"--configs: unknown config {c!r}; choose from {sorted(engine.CONFIGS)}")
+        for p in peers or []:
+            if p not in engine.PEERS:
+                raise InvalidArgumentError(
+                    f"--peers: unknown peer {p!r}; choose from {list(engine.PEERS)}")
+        device = str(resolve_device(args.device))
+        tables = engine.run(configs, peers, device=device, repeats=args.repeats)
+    text = render(tables)
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+    return 0
