@@ -41,6 +41,15 @@ from maml_depth.numerics.preconditioners import (
 )
 from maml_depth.numerics.tasks import LinearRegressionTasks, TaskBatch, random_rotation
 
+# --- Monte Carlo twins of the closed forms (issue 5) ----------------------------------------
+_MC_ALL: list[str] = []
+
+# --- meta-optimizers and nonlinear task families (issue 6) ----------------------------------
+_META_OPT_ALL: list[str] = []
+
+# --- factorized fast-weight engine (issue 10) ------------------------------------------------
+_FACTORIZED_ALL: list[str] = []
+
 __all__ = [
     "ENGINES",
     "IDENTITY",
@@ -73,4 +82,7 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "select_engine",
+    *_MC_ALL,
+    *_META_OPT_ALL,
+    *_FACTORIZED_ALL,
 ]
