@@ -10,10 +10,18 @@ Engines compute the per-task terms ``ℓ_q(θ'_t)``:
   one fast-weight copy per task, no Python loop over tasks.
 - ``"loop"``: a Python loop over tasks with ``torch.autograd.grad(create_graph=True)``,
   the way learn2learn and higher work (reference and benchmark peer).
+- ``"factorized"``: factorized fast weights (:mod:`maml_depth.numerics.factorized`): the
+  inner update of a linear layer is a sum of rank-≤n outer products, so the adapted network
+  is evaluated from the shared weights plus small per-task kernels, all tasks' shared
+  products fused into one; no per-task weight copy. Deep linear nets, MLPs and
+  ``nn.Sequential`` chains of ``nn.Linear`` and elementwise activations, with MAML's
+  identity or a Kronecker-factored preconditioner (Meta-Curvature, KFO).
 
+``engine="auto"`` picks ``"factorized"`` wherever it applies and ``"vmap"`` elsewhere
+(Meta-SGD, convolutions, arbitrary modules); :func:`select_engine` says which and why.
 All engines return the same numbers and gradients (tested to float64 round-off).
 
-References: MATH.md §1; Finn et al. (2017), eq. (2).
+References: MATH.md §1, §6; Finn et al. (2017), eq. (2).
 """
 
 from __future__ import annotations
@@ -27,13 +35,19 @@ from torch.func import functional_call
 
 from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError
+from maml_depth.numerics.factorized import (
+    FactorizedPlan,
+    factorized_plan,
+    factorized_post_adaptation_losses,
+    factorized_support,
+)
 from maml_depth.numerics.inner_loop import LossFn, inner_adapt, inner_adapt_autograd
-from maml_depth.numerics.networks import Params, adapted_names
+from maml_depth.numerics.networks import Params, adapted_names, layer_groups
 from maml_depth.numerics.preconditioners import Preconditioner, get_preconditioner
 from maml_depth.numerics.tasks import TaskBatch
 
-EngineName = Literal["auto", "vmap", "loop"]
-ENGINES: tuple[str, ...] = ("vmap", "loop")
+EngineName = Literal["auto", "factorized", "vmap", "loop"]
+ENGINES: tuple[str, ...] = ("factorized", "vmap", "loop")
 
 
 class TaskFamily(Protocol):
@@ -81,16 +95,36 @@ class InnerConfig:
 
 @dataclass
 class EngineChoice:
+    """The engine that runs (``name``) and why it was chosen (``reason``)."""
+
     name: str
     reason: str = field(default="")
 
 
 def select_engine(engine: str, model: nn.Module, inner: InnerConfig) -> EngineChoice:
-    """Resolve ``"auto"`` to a concrete engine (and say why)."""
-    if engine == "auto":
-        return EngineChoice("vmap", "auto: torch.func.vmap over tasks")
-    if engine not in ENGINES:
+    """Resolve ``"auto"`` to a concrete engine (and say why).
+
+    ``"auto"`` chooses ``"factorized"`` where it applies (:func:`factorized_support`) and
+    ``"vmap"`` elsewhere; a forced ``"factorized"`` that does not apply raises
+    :class:`InvalidArgumentError` with the reason.
+    """
+    if engine not in ("auto", *ENGINES):
         raise InvalidArgumentError(f"engine must be one of {('auto', *ENGINES)}, got {engine!r}")
+    if engine in ("auto", "factorized"):
+        why_not = factorized_support(model, inner.precond)
+        if why_not is None:
+            plan = factorized_plan(model)
+            desc = plan.description if isinstance(plan, FactorizedPlan) else ""
+            return EngineChoice(
+                "factorized",
+                f"{'auto' if engine == 'auto' else 'forced'}: factorized fast weights "
+                f"({type(model).__name__}: {desc}; preconditioner {inner.precond.name!r})")
+        if engine == "factorized":
+            raise InvalidArgumentError(
+                f"engine='factorized' does not apply to this model/preconditioner: {why_not}; "
+                f"use engine='vmap' or 'auto'")
+        return EngineChoice(
+            "vmap", f"auto: torch.func.vmap over tasks (factorized does not apply: {why_not})")
     return EngineChoice(engine, "forced")
 
 
@@ -115,6 +149,12 @@ def post_adaptation_losses(
     ``ℓ_q(θ'_t)`` with ``θ'_t`` = ``inner.steps`` steps on ``(X_t, Y_t)``.
     """
     choice = select_engine(engine, model, inner)
+    if choice.name == "factorized":
+        return factorized_post_adaptation_losses(
+            model, params, batch, family, alpha=inner.alpha,
+            adapted_layers=_checks.resolve_adapt(inner.adapt, len(layer_groups(model))),
+            steps=inner.steps, first_order=inner.first_order, preconditioner=inner.precond,
+            precond_state=precond_state)
     kw = dict(
         alpha=inner.alpha, adapt=inner.adapt, steps=inner.steps, first_order=inner.first_order,
         loss_fn=family.loss_fn, preconditioner=inner.precond, precond_state=precond_state,

@@ -21,6 +21,7 @@ References: MATH.md §1 (one inner step on a subset S; k steps iterate); Finn et
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -57,12 +58,16 @@ def _prepare(
     params: Params,
     X: Tensor,
     Y: Tensor,
-    alpha: float,
+    alpha: float | Tensor,
     adapt: _checks.AdaptSpec,
     steps: int,
     preconditioner: str | Preconditioner | None,
-) -> tuple[float, tuple[str, ...], int, Preconditioner]:
-    alpha = _checks.finite_float("alpha", alpha)
+) -> tuple[Any, tuple[str, ...], int, Preconditioner]:
+    if isinstance(alpha, Tensor):  # a scalar tensor α: differentiable in α (e.g. d/dα)
+        if alpha.ndim != 0 or not bool(torch.isfinite(alpha)):
+            raise InvalidArgumentError(f"alpha must be a finite scalar, got {alpha!r}")
+    else:
+        alpha = _checks.finite_float("alpha", alpha)
     steps = _checks.positive_int("steps", steps)
     names = adapted_names(model, adapt)
     _check_data(model, X, Y)
@@ -78,7 +83,7 @@ def inner_adapt(
     X: Tensor,
     Y: Tensor,
     *,
-    alpha: float,
+    alpha: float | Tensor,
     adapt: _checks.AdaptSpec = "all",
     steps: int = 1,
     first_order: bool = False,
@@ -131,7 +136,7 @@ def inner_adapt_autograd(
     X: Tensor,
     Y: Tensor,
     *,
-    alpha: float,
+    alpha: float | Tensor,
     adapt: _checks.AdaptSpec = "all",
     steps: int = 1,
     first_order: bool = False,

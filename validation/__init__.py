@@ -1,1 +1,50 @@
-"""maml_depth.validation"""
+"""maml_depth.validation — the paper's claims (MATH.md §5) as executable checks.
+
+Each claim is registered in :data:`CLAIMS` (see :func:`claim` to add your own) and returns a
+:class:`ClaimResult` with a verdict (pass / fail / inconclusive / not available), the
+measured quantity and its theoretical value, and a 95% confidence interval.
+"""
+
+# the claims of MATH.md §5, registered on import (one module each)
+from maml_depth.validation import (
+    claim_bottom_layers,
+    claim_depth_helps,
+    claim_expected_loss,
+    claim_update_rule,
+    claim_upper_layers,
+    stats,
+    strategies,
+)
+from maml_depth.validation.claims import (
+    BUDGETS,
+    CLAIMS,
+    Budget,
+    Claim,
+    ClaimResult,
+    RunContext,
+    claim,
+    run_claim,
+    versions,
+)
+from maml_depth.validation.report import render_markdown, write_report
+
+__all__ = [
+    "BUDGETS",
+    "CLAIMS",
+    "Budget",
+    "Claim",
+    "ClaimResult",
+    "RunContext",
+    "claim",
+    "claim_bottom_layers",
+    "claim_depth_helps",
+    "claim_expected_loss",
+    "claim_update_rule",
+    "claim_upper_layers",
+    "render_markdown",
+    "run_claim",
+    "stats",
+    "strategies",
+    "versions",
+    "write_report",
+]

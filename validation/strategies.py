@@ -22,10 +22,16 @@ import numpy as np
 from hypothesis import strategies as st
 
 __all__ = [
+    "ELEMENTWISE_ACTIVATIONS",
+    "META_OPTIMIZER_NAMES",
+    "activations",
     "adapt_subsets",
     "deep_linear_weights",
     "layer_dims",
+    "linear_data",
     "orthogonal_matrices",
+    "param_shapes",
+    "preconditioner_names",
     "psd_matrices",
     "rngs",
     "spd_matrices",
@@ -97,6 +103,17 @@ def layer_dims(
     )
 
 
+#: Names of the elementwise activations of ``numerics.MLP`` (see ``networks._ACTIVATIONS``).
+ELEMENTWISE_ACTIVATIONS: tuple[str, ...] = (
+    "identity", "relu", "tanh", "sigmoid", "gelu", "softplus",
+)
+
+
+def activations() -> st.SearchStrategy[str]:
+    """Name of an elementwise activation for ``numerics.MLP`` (shrinks towards identity)."""
+    return st.sampled_from(ELEMENTWISE_ACTIVATIONS)
+
+
 def adapt_subsets(depth: int) -> st.SearchStrategy[tuple[int, ...]]:
     """Non-empty sorted tuples of 1-based layer indices of a depth-``depth`` network."""
     return st.sets(st.integers(1, depth), min_size=1).map(lambda s: tuple(sorted(s)))
@@ -126,3 +143,36 @@ def deep_linear_weights(
         ]
 
     return st.tuples(flags, rngs()).map(build)
+
+
+#: The meta-optimizers of ``numerics.meta_optimizers`` (MAML first).
+META_OPTIMIZER_NAMES: tuple[str, ...] = ("maml", "meta-sgd", "meta-curvature", "kfo")
+
+
+def preconditioner_names(*, include_maml: bool = True) -> st.SearchStrategy[str]:
+    """Name of a registered meta-optimizer (shrinks towards MAML's identity)."""
+    names = META_OPTIMIZER_NAMES if include_maml else META_OPTIMIZER_NAMES[1:]
+    return st.sampled_from(names)
+
+
+def param_shapes(*, max_side: int = 4) -> st.SearchStrategy[tuple[int, ...]]:
+    """Shape of one parameter: a bias ``(n,)``, a linear weight ``(out, in)`` or a conv
+    kernel ``(out, in, kh, kw)``, each side in ``[1, max_side]``."""
+    side = st.integers(1, max_side)
+    return st.one_of(
+        st.tuples(side), st.tuples(side, side), st.tuples(side, side, side, side)
+    )
+
+
+def linear_data(
+    d: int, m: int, *, min_n: int = 1, max_n: int = 8, scale: float = 1.0
+) -> st.SearchStrategy[tuple[np.ndarray, np.ndarray]]:
+    """Support data ``(X, Y)`` in theory/'s convention (columns are samples): ``X`` of shape
+    ``(d, n)``, ``Y`` of shape ``(m, n)``, standard normal times ``scale``, n in
+    ``[min_n, max_n]``. Transpose for numerics/ (rows are samples)."""
+
+    def build(args: tuple[int, np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
+        n, rng = args
+        return scale * rng.standard_normal((d, n)), scale * rng.standard_normal((m, n))
+
+    return st.tuples(st.integers(min_n, max_n), rngs()).map(build)

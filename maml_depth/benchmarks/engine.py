@@ -5,6 +5,8 @@ Peers (same model, same maths, gradients checked equal in float64 before timing)
 - ``loop``: a Python loop over tasks with ``torch.autograd.grad(create_graph=True)``
   (:func:`maml_depth.numerics.inner_adapt_autograd`), the way learn2learn and higher work;
 - ``vmap``: our batched engine (``torch.func.vmap`` of ``torch.func.grad``);
+- ``factorized``: factorized fast weights (:mod:`maml_depth.numerics.factorized`, MATH.md
+  §6), the default engine wherever it applies;
 - ``higher``: ``higher.innerloop_ctx`` with a differentiable SGD, as in its README;
 - ``torchopt``: ``torchopt.MetaSGD`` with ``extract_state_dict``/``recover_state_dict``, as
   in its MAML examples.
@@ -14,6 +16,12 @@ reported as unavailable with the reason, and peak memory is that process's own: 
 growth of the process's peak resident set from just before the model and data are built
 to the end of the timed steps (model, data, autograd graphs, allocator slack), on CUDA
 ``torch.cuda.max_memory_allocated``. Timing: warm-up steps, then the median of ≥ 20 steps.
+
+FLOP rate: the floating-point operations of one meta-step (meta-loss and backward) are
+counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products; elementwise work
+is not counted) and divided by the median step time; the reference is a plain float32
+matrix product of the engines' dominant shape, ``(tasks·shots × hidden) @ (hidden ×
+hidden)``, timed in the same process with the same threads.
 """
 
 from __future__ import annotations
@@ -55,8 +63,20 @@ class EngineConfig:
 CONFIGS: dict[str, EngineConfig] = {
     "small": EngineConfig("small", d=16, hidden=32, depth=4, tasks=32, shots=10),
     "large": EngineConfig("large", d=64, hidden=256, depth=4, tasks=256, shots=10),
+    "small-k5": EngineConfig("small-k5", d=16, hidden=32, depth=4, tasks=32, shots=10, steps=5),
+    "small-mlp": EngineConfig("small-mlp", d=16, hidden=32, depth=4, tasks=32, shots=10,
+                              mlp=True),
+    "large-mlp": EngineConfig("large-mlp", d=64, hidden=256, depth=4, tasks=256, shots=10,
+                              mlp=True),
 }
-PEERS: tuple[str, ...] = ("loop", "vmap", "higher", "torchopt")
+PEERS: tuple[str, ...] = ("loop", "vmap", "factorized", "higher", "torchopt")
+
+#: Targets of the factorized engine (issue 10): minimum speed-ups over the loop and vmap,
+#: and the maximum peak memory as a fraction of vmap's.
+TARGETS: dict[str, dict[str, float]] = {
+    "small": {"loop": 10.0, "vmap": 2.0},
+    "large": {"loop": 5.0, "vmap": 5.0, "mem": 0.2},
+}
 
 
 def _build(cfg: EngineConfig, dtype: Any, device: Any, seed: int = 0) -> tuple[Any, Any, Any]:
@@ -86,7 +106,7 @@ def _meta_loss_fn(peer: str, cfg: EngineConfig, model: Any, fam: Any, batch: Any
 
     inner = InnerConfig(alpha=cfg.alpha, adapt="all", steps=cfg.steps)
     T = cfg.tasks
-    if peer in ("loop", "vmap"):
+    if peer in ("loop", "vmap", "factorized"):
         params = dict(model.named_parameters())
 
         def step() -> Any:
@@ -143,10 +163,31 @@ def _meta_gradient(peer: str, cfg: EngineConfig) -> list[Any]:
     return [p.grad.detach().clone() for p in model.parameters()]
 
 
+def _matmul_gflops(cfg: EngineConfig, dev: Any, repeats: int = 30) -> float:
+    """GFLOP/s of a plain float32 ``(tasks·shots × hidden) @ (hidden × hidden)`` product."""
+    import torch
+
+    a = torch.randn(cfg.tasks * cfg.shots, cfg.hidden, device=dev)
+    b = torch.randn(cfg.hidden, cfg.hidden, device=dev)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        a @ b
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return 2.0 * a.shape[0] * cfg.hidden * cfg.hidden / statistics.median(times) / 1e9
+
+
 def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup: int = 3,
             threads: int = 2) -> dict[str, Any]:
     """Time ``repeats`` meta-steps (meta-loss, backward, Adam step) of ``peer`` (in-process)."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     torch.set_num_threads(threads)
     # initialise torch's and the peer's lazy state on a tiny problem, so that the peak-memory
@@ -181,6 +222,17 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    # FLOPs of one meta-step (after timing and the memory reading: the counter's own
+    # bookkeeping must not count), and the reference matrix-product rate
+    flops = float("nan")
+    try:
+        with FlopCounterMode(display=False) as counter:
+            opt.zero_grad(set_to_none=True)
+            step()
+        flops = float(counter.get_total_flops())
+    except Exception:  # a peer whose operations the counter cannot follow
+        pass
+    mm_gflops = _matmul_gflops(cfg, dev)
     # correctness: the peer's float64 meta-gradient against the loop reference (after
     # timing, so that it does not inflate the peak memory)
     err = 0.0
@@ -190,15 +242,51 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
                   for a, b in zip(got, ref, strict=True))
         if not err <= 1e-8:
             return {"status": f"meta-gradient differs from the loop (rel. error {err:.2e})"}
-    return {"status": "ok", "ms": 1e3 * statistics.median(times),
-            "ms_min": 1e3 * min(times), "peak_mb": peak_mb, "grad_rel_err": err,
-            "repeats": repeats}
+    ms = 1e3 * statistics.median(times)
+    return {"status": "ok", "ms": ms, "ms_min": 1e3 * min(times), "peak_mb": peak_mb,
+            "grad_rel_err": err, "repeats": repeats, "gflop_per_step": flops / 1e9,
+            "gflops": flops / 1e9 / (ms / 1e3), "matmul_gflops": mm_gflops}
+
+
+def largest_task_batch(peer: str, cfg: EngineConfig, device: str = "cuda",
+                       max_tasks: int = 1 << 20, repeats: int = 10) -> dict[str, Any]:
+    """GPU capacity: double the number of tasks from ``cfg.tasks`` until a meta-step runs
+    out of memory; the largest that fits, and its meta-steps per second (CUDA only)."""
+    import torch
+
+    dev = torch.device(device)
+    best: dict[str, Any] = {"tasks": 0, "steps_per_s": float("nan")}
+    T = cfg.tasks
+    while T <= max_tasks:
+        c = EngineConfig(**{**asdict(cfg), "tasks": T})
+        try:
+            model, fam, batch = _build(c, torch.float32, dev)
+            step = _meta_loss_fn(peer, c, model, fam, batch)
+            step()
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                model.zero_grad(set_to_none=True)
+                step()
+            torch.cuda.synchronize()
+            best = {"tasks": T, "steps_per_s": repeats / (time.perf_counter() - t0),
+                    "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            model = fam = batch = step = None  # type: ignore[assignment]
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        T *= 2
+    return best
 
 
 def _measure_in_subprocess(peer: str, cfg: EngineConfig, device: str, repeats: int,
-                           timeout: float) -> dict[str, Any]:
+                           timeout: float, capacity: bool = False) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "maml_depth.benchmarks.engine", "--peer", peer,
            "--config", json.dumps(asdict(cfg)), "--device", device, "--repeats", str(repeats)]
+    if capacity:
+        cmd.append("--capacity")
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -211,9 +299,36 @@ def _measure_in_subprocess(peer: str, cfg: EngineConfig, device: str, repeats: i
     return dict(json.loads(lines[-1]))
 
 
+def _ratio(num: Any, den: Any) -> float:
+    try:
+        return float(num) / float(den)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return float("nan")
+
+
+def _target_note(name: str, res: dict[str, dict[str, Any]]) -> str | None:
+    """Whether the factorized engine met its issue-10 targets on this config."""
+    tg = TARGETS.get(name)
+    f = res.get("factorized", {})
+    if tg is None or f.get("status") != "ok":
+        return None
+    parts = []
+    for peer in ("loop", "vmap"):
+        if peer in tg and res.get(peer, {}).get("status") == "ok":
+            got = _ratio(res[peer]["ms"], f["ms"])
+            parts.append(f"≥ {tg[peer]:g}× {peer}: {got:.2f}× "
+                         f"({'met' if got >= tg[peer] else 'MISSED'})")
+    if "mem" in tg and res.get("vmap", {}).get("status") == "ok":
+        frac = _ratio(f["peak_mb"], res["vmap"]["peak_mb"])
+        parts.append(f"peak memory ≤ {tg['mem']:g} × vmap's: {frac:.3f} × "
+                     f"({'met' if frac <= tg['mem'] else 'MISSED'})")
+    return "targets of the factorized engine (issue 10): " + "; ".join(parts)
+
+
 def run(configs: list[str] | None = None, peers: list[str] | None = None, device: str = "cpu",
         repeats: int = 20, timeout: float = 900.0, progress: bool = True) -> list[Table]:
-    """Measure every peer on every config; one table per config, ratios against ``vmap``."""
+    """Measure every peer on every config; one table per config, speed ratios against the
+    loop and vmap, memory against vmap, FLOP rate against a plain matrix product."""
     from tqdm.auto import tqdm
 
     cfgs = [CONFIGS[c] for c in (configs or list(CONFIGS))]
@@ -221,27 +336,74 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
     tables = []
     jobs = [(c, p) for c in cfgs for p in peers]
     results: dict[tuple[str, str], dict[str, Any]] = {}
+    load: dict[str, tuple[float, float]] = {}
     for c, p in tqdm(jobs, desc="bench", disable=not progress):
+        before = os.getloadavg()[0]
         results[(c.name, p)] = _measure_in_subprocess(p, c, device, repeats, timeout)
+        load[c.name] = (min(load.get(c.name, (before, 0))[0], before),
+                        max(load.get(c.name, (0, before))[1], os.getloadavg()[0]))
     for c in cfgs:
+        res = {p: results[(c.name, p)] for p in peers}
         t = Table(
             f"Second-order MAML meta-step, {c.name}: dims {'-'.join(map(str, c.dims))}, "
             f"{c.tasks} tasks × {c.shots} shots, {c.steps} inner step(s), "
             f"{'ReLU MLP' if c.mlp else 'deep linear'}, float32, {device}",
-            ["peer", "ms/step (median)", "steps/s", "peak mem (MB)", "speed vs this row → vmap",
+            ["peer", "ms/step (median)", "ms/step (min)", "steps/s", "× faster than loop",
+             "× faster than vmap",
+             "peak mem (MB)", "mem / vmap's", "GFLOP/step", "GFLOP/s", "% of matmul rate",
              "grad rel. err (float64)", "status"])
-        base = results[(c.name, "vmap")].get("ms") if (c.name, "vmap") in results else None
+        loop_ms = res.get("loop", {}).get("ms") if res.get("loop", {}).get("status") == "ok" \
+            else None
+        vmap = res.get("vmap", {}) if res.get("vmap", {}).get("status") == "ok" else {}
+        mm_rates = []
         for p in peers:
-            r = results[(c.name, p)]
-            ms = r.get("ms", float("nan"))
-            ratio = (ms / base) if base and r.get("status") == "ok" else float("nan")
-            t.add(p, ms, 1e3 / ms if ms == ms else float("nan"), r.get("peak_mb", float("nan")),
-                  ratio, r.get("grad_rel_err", float("nan")), r.get("status", "?"))
+            r = res[p]
+            ok = r.get("status") == "ok"
+            ms = r.get("ms", float("nan")) if ok else float("nan")
+            if ok and r.get("matmul_gflops") is not None:
+                mm_rates.append(float(r["matmul_gflops"]))
+            gf = r.get("gflops", float("nan")) if ok else float("nan")
+            ms_min = r.get("ms_min", float("nan")) if ok else float("nan")
+            t.add(p, ms, ms_min, _ratio(1e3, ms), _ratio(loop_ms, ms), _ratio(vmap.get("ms"), ms),
+                  r.get("peak_mb", float("nan")), _ratio(r.get("peak_mb"), vmap.get("peak_mb")),
+                  r.get("gflop_per_step", float("nan")), gf,
+                  100 * _ratio(gf, r.get("matmul_gflops")),
+                  r.get("grad_rel_err", float("nan")), r.get("status", "?"))
+        note = _target_note(c.name, res)
+        if note:
+            t.notes.append(note)
+        if mm_rates:
+            t.notes.append(
+                f"plain float32 matmul ({c.tasks * c.shots}×{c.hidden}) @ ({c.hidden}×"
+                f"{c.hidden}) on this machine: {statistics.median(mm_rates):.1f} GFLOP/s "
+                f"(median over the peers' processes); FLOPs counted by "
+                f"torch.utils.flop_counter (matrix products only)")
         t.notes.append(f"machine: {machine_description()}")
-        t.notes.append(f"median of {repeats} steps after 3 warm-up steps; 'speed vs this row' "
-                       "= this peer's ms / vmap's ms (> 1: vmap is that many times faster)")
+        lo, hi = load.get(c.name, (float("nan"), float("nan")))
+        t.notes.append(f"median of {repeats} steps after 3 warm-up steps, 2 threads; "
+                       "'× faster than X' = X's median ms / this peer's; 1-minute load "
+                       f"average of the machine while this table ran: {lo:.1f}–{hi:.1f} "
+                       f"(on {os.cpu_count()} logical CPUs)")
         tables.append(t)
+    if device.startswith("cuda"):
+        tables.append(_capacity_table([p for p in ("factorized", "vmap") if p in peers],
+                                      device, timeout))
     return tables
+
+
+def _capacity_table(peers: list[str], device: str, timeout: float) -> Table:
+    """Largest task batch of the large config that fits on the GPU, per engine."""
+    cfg = CONFIGS["large"]
+    t = Table(f"GPU capacity, large config (dims {'-'.join(map(str, cfg.dims))}, "
+              f"{cfg.shots} shots, second order, float32): tasks doubled from {cfg.tasks} "
+              f"until out of memory", ["peer", "largest task batch", "meta-steps/s",
+                                       "peak mem (MB)", "status"])
+    for p in peers:
+        r = _measure_in_subprocess(p, cfg, device, 20, timeout, capacity=True)
+        t.add(p, r.get("tasks", 0), r.get("steps_per_s", float("nan")),
+              r.get("peak_mb", float("nan")), r.get("status", "ok"))
+    t.notes.append(f"machine: {machine_description()}")
+    return t
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -252,9 +414,13 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--capacity", action="store_true")
     a = ap.parse_args(argv)
     cfg = EngineConfig(**json.loads(a.config))
-    print(json.dumps(measure(a.peer, cfg, a.device, a.repeats)))
+    if a.capacity:
+        print(json.dumps(largest_task_batch(a.peer, cfg, a.device)))
+    else:
+        print(json.dumps(measure(a.peer, cfg, a.device, a.repeats)))
     return 0
 
 

@@ -1,0 +1,68 @@
+"""``maml-depth derive``: print the symbolic MAML update rule of a deep linear network.
+
+Examples::
+
+    maml-depth derive --depth 3 --adapt 1,3            # rule and its α-coefficients
+    maml-depth derive --depth 2 --adapt all --latex    # as a LaTeX aligned block
+    maml-depth derive --depth 2 --steps 2 --scalar     # k = 2; scalar case as a polynomial
+
+References: MATH.md §1.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "print the symbolic MAML update rule of a deep linear network and its α-coefficients"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--depth", type=int, required=True, help="number of layers L ≥ 1")
+    parser.add_argument(
+        "--adapt",
+        default="all",
+        help="adapted layers: 1-based indices (1 = input layer) like '1,3', or 'all' "
+        "(default: all)",
+    )
+    parser.add_argument("--steps", type=int, default=1, help="inner steps k ≥ 1 (default 1)")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--text", dest="format", action="store_const", const="text",
+                     help="plain text, sympy notation (default)")
+    fmt.add_argument("--latex", dest="format", action="store_const", const="latex",
+                     help="a LaTeX aligned block")
+    parser.add_argument(
+        "--scalar",
+        action="store_true",
+        help="also print the scalar case (all widths 1) as an expanded polynomial",
+    )
+    parser.set_defaults(format="text")
+
+
+def run(args: argparse.Namespace) -> int:
+    import sympy as sp
+
+    from maml_depth.theory import (
+        first_order_preconditioner_symbolic,
+        scalar_update,
+        update_rule,
+    )
+
+    rule = update_rule(args.depth, args.adapt, args.steps)
+    latex = args.format == "latex"
+    print(rule.latex() if latex else rule.text())
+    if rule.steps == 1:
+        P = first_order_preconditioner_symbolic(rule.depth, rule.adapt)
+        print()
+        if latex:
+            print(f"P = {sp.latex(P)}")
+        else:
+            print("first order: vec W' = vec W - alpha * P * vec G + O(alpha**2), column-major vec,")
+            print("  (KroneckerProduct(B, A) = B ⊗ A; I = identity of width d_0 or d_L)")
+            print(f"  P = {sp.sstr(P)}")
+    if args.scalar:
+        w = scalar_update(rule.depth, rule.adapt, rule.steps)
+        print()
+        label = "scalar case (widths 1), s_xx = sum x^2/n, s_xy = sum x*y/n:"
+        print(label if not latex else f"% {label}")
+        print(f"w' = {sp.latex(w) if latex else sp.sstr(w)}")
+    return 0

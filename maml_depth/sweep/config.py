@@ -1,0 +1,418 @@
+"""Sweep configuration files (TOML): a strict schema, checked before anything runs.
+
+A sweep file has up to four tables; every key is optional except that at least one point
+must result::
+
+    [sweep]                      # about the sweep as a whole
+    name = "depth"               # str: default output folder results/sweeps/<name>
+    description = "..."          # str, free text
+    x = "depth"                  # str: the parameter on the plot's x axis
+    group_by = ["depth", "width"]  # list of str: summary groups (default: every parameter
+                                 #   that varies between points, except seed)
+
+    [fixed]                      # parameter = value, shared by every point
+    alpha = 0.1
+
+    [grid]                       # parameter = [values...]: the cartesian product
+    depth = [1, 2, 3]
+    seed = [0, 1, 2]
+
+    [[points]]                   # a list of overrides; each is combined with every grid
+    adapt = "top"                #   combination (omit [[points]] for a pure grid, omit
+    [[points]]                   #   [grid] for a pure list)
+    adapt = "all"
+
+A point is the parameters of :data:`PARAMS` (defaults filled in), overridden by ``[fixed]``,
+then by its ``[[points]]`` entry, then by its grid combination. A parameter may appear in
+``[fixed]`` or ``[grid]`` but not both, and ``[[points]]`` entries may not set a grid
+parameter.
+
+Parameters (type, default — meaning):
+
+==================  ===========================  ===============================================
+``d``               int ≥ 1, 4                   input dimension d
+``m``               int ≥ 1, 1                   outputs m
+``depth``           int ≥ 1, 2                   layers L (1 = the shallow model W)
+``width``           int ≥ 1 or [int], 8          hidden width(s); a list gives d_1..d_{L-1}
+``adapt``           "top"/"all"/int/[int], "top" adapted layers (1 = input layer, L = top)
+``inner_steps``     int ≥ 1, 1                   inner steps k
+``alpha``           float > 0, 0.1               inner step size α
+``first_order``     bool, false                  FOMAML
+``optimizer``       str, "maml"                  inner-update preconditioner (registered name)
+``shots``           int ≥ 1, 10                  support samples n per task
+``n_query``         int ≥ 1 or "population"      query samples (default: exact population loss)
+``anisotropy``      float ≥ 1, 1.0               condition number κ of Σ (eigenvalues log-spaced
+                                                 in [1, κ], scaled to mean 1)
+``rotation``        bool, true                   rotate Σ and Λ by Haar-random rotations
+``lam_rank``        int in 1..d or "full"        rank of Λ = τ² R diag(1,…,1,0,…,0) Rᵀ
+``tau``             float ≥ 0, 1.0               task spread τ
+``noise``           float ≥ 0, 0.1               label noise standard deviation σ
+``w_bar``           float ≥ 0, 0.0               norm of each row of W̄ (drawn in the range of Λ)
+``init``            "balanced"/"gaussian"/…      initialisation of the network
+``init_scale``      float > 0, 0.5               its scale
+``meta_steps``      int ≥ 1, 200                 outer steps
+``meta_batch``      int ≥ 1, 16                  tasks per outer step
+``lr``              float > 0, 0.01              outer learning rate
+``outer_optimizer`` "adam"/"sgd", "adam"         outer optimizer
+``eval_tasks``      int ≥ 2, 1000                fresh tasks for the post-adaptation loss
+``dtype``           "float64"/"float32"          precision
+``seed``            int ≥ 0, 0                   seed of the task family, init and training
+==================  ===========================  ===============================================
+
+Every violation raises :class:`~maml_depth.errors.ConfigError` with one line that starts
+with the offending key (``grid.depth[1] must be a positive integer …``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maml_depth.errors import ConfigError
+
+try:  # Python ≥ 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    tomllib = None  # type: ignore[assignment]
+
+SECTIONS = ("sweep", "fixed", "grid", "points")
+SWEEP_KEYS = ("name", "description", "x", "group_by")
+
+# --- value checkers: (where, value) -> normalised value, or ConfigError naming `where` ------
+Checker = Callable[[str, Any], Any]
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def _int(where: str, v: Any, lo: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(f"{where} must be an integer ≥ {lo}, got {_type_name(v)} {v!r}")
+    if v < lo:
+        what = "a positive integer" if lo == 1 else f"an integer ≥ {lo}"
+        raise ConfigError(f"{where} must be {what}, got {v!r}")
+    return int(v)
+
+
+def _float(where: str, v: Any, *, lo: float, strict: bool) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"{where} must be a number, got {_type_name(v)} {v!r}")
+    x = float(v)
+    if not math.isfinite(x):
+        raise ConfigError(f"{where} must be finite, got {v!r}")
+    if (strict and x <= lo) or (not strict and x < lo):
+        raise ConfigError(f"{where} must be {'>' if strict else '≥'} {lo:g}, got {v!r}")
+    return x
+
+
+def _bool(where: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{where} must be true or false, got {_type_name(v)} {v!r}")
+    return v
+
+
+def _choice(*options: str) -> Checker:
+    def check(where: str, v: Any) -> str:
+        if not isinstance(v, str) or v.strip().lower() not in options:
+            raise ConfigError(f"{where} must be one of {list(options)}, got {v!r}")
+        return v.strip().lower()
+    return check
+
+
+def pos_int(where: str, v: Any) -> int:
+    return _int(where, v, 1)
+
+
+def _width(where: str, v: Any) -> int | list[int]:
+    if isinstance(v, list):
+        return [pos_int(f"{where}[{i}]", w) for i, w in enumerate(v)]
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(
+            f"{where} must be a positive integer or a list of hidden widths, "
+            f"got {_type_name(v)} {v!r}")
+    return pos_int(where, v)
+
+
+def _adapt(where: str, v: Any) -> str | int | list[int]:
+    if isinstance(v, str):
+        text = v.strip().lower()
+        if text in ("top", "all", "anil"):
+            return "top" if text == "anil" else text
+        if re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*", text):
+            return sorted({int(p) for p in text.split(",")})
+        raise ConfigError(
+            f"{where} must be 'top', 'all', a layer index or a list like [1, 3], got {v!r}")
+    if isinstance(v, list):
+        if not v:
+            raise ConfigError(f"{where} is an empty list: name at least one layer")
+        return sorted({pos_int(f"{where}[{i}]", j) for i, j in enumerate(v)})
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(
+            f"{where} must be 'top', 'all', a layer index or a list of indices, "
+            f"got {_type_name(v)} {v!r}")
+    return pos_int(where, v)
+
+
+def _n_query(where: str, v: Any) -> int | str:
+    if isinstance(v, str) and v.strip().lower() == "population":
+        return "population"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return pos_int(where, v)
+    raise ConfigError(f"{where} must be a positive integer or 'population', got {v!r}")
+
+
+def _lam_rank(where: str, v: Any) -> int | str:
+    if isinstance(v, str) and v.strip().lower() == "full":
+        return "full"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return pos_int(where, v)
+    raise ConfigError(f"{where} must be a positive integer (≤ d) or 'full', got {v!r}")
+
+
+def _optimizer(where: str, v: Any) -> str:
+    from maml_depth.numerics import PRECONDITIONERS  # the package registers every one
+
+    if not isinstance(v, str):
+        raise ConfigError(f"{where} must be a string, got {_type_name(v)} {v!r}")
+    key = v.strip().lower().replace("-", "").replace("_", "")
+    for name in PRECONDITIONERS:
+        if name.replace("-", "").replace("_", "") == key:
+            return name
+    raise ConfigError(f"{where} must be one of {sorted(PRECONDITIONERS)}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One sweep parameter: its checker, default and meaning."""
+
+    check: Checker
+    default: Any
+    doc: str
+
+
+#: Every parameter a point has, with its checker and default (see the module docstring).
+PARAMS: dict[str, Param] = {
+    "d": Param(pos_int, 4, "input dimension d"),
+    "m": Param(pos_int, 1, "outputs m"),
+    "depth": Param(pos_int, 2, "layers L"),
+    "width": Param(_width, 8, "hidden width(s)"),
+    "adapt": Param(_adapt, "top", "adapted layers"),
+    "inner_steps": Param(pos_int, 1, "inner steps k"),
+    "alpha": Param(lambda w, v: _float(w, v, lo=0.0, strict=True), 0.1, "inner step size α"),
+    "first_order": Param(_bool, False, "FOMAML"),
+    "optimizer": Param(_optimizer, "maml", "inner-update preconditioner"),
+    "shots": Param(pos_int, 10, "support samples n"),
+    "n_query": Param(_n_query, "population", "query samples or 'population'"),
+    "anisotropy": Param(lambda w, v: _float(w, v, lo=1.0, strict=False), 1.0,
+                        "condition number of Σ"),
+    "rotation": Param(_bool, True, "Haar-rotate Σ and Λ"),
+    "lam_rank": Param(_lam_rank, "full", "rank of Λ"),
+    "tau": Param(lambda w, v: _float(w, v, lo=0.0, strict=False), 1.0, "task spread τ"),
+    "noise": Param(lambda w, v: _float(w, v, lo=0.0, strict=False), 0.1, "noise std σ"),
+    "w_bar": Param(lambda w, v: _float(w, v, lo=0.0, strict=False), 0.0, "row norm of W̄"),
+    "init": Param(_choice("balanced", "gaussian", "identity"), "balanced", "initialisation"),
+    "init_scale": Param(lambda w, v: _float(w, v, lo=0.0, strict=True), 0.5, "init scale"),
+    "meta_steps": Param(pos_int, 200, "outer steps"),
+    "meta_batch": Param(pos_int, 16, "tasks per outer step"),
+    "lr": Param(lambda w, v: _float(w, v, lo=0.0, strict=True), 0.01, "outer learning rate"),
+    "outer_optimizer": Param(_choice("adam", "sgd"), "adam", "outer optimizer"),
+    "eval_tasks": Param(lambda w, v: _int(w, v, 2), 1000, "fresh evaluation tasks"),
+    "dtype": Param(_choice("float64", "float32"), "float64", "precision"),
+    "seed": Param(lambda w, v: _int(w, v, 0), 0, "seed"),
+}
+
+
+def defaults() -> dict[str, Any]:
+    """A point with every parameter at its default."""
+    return {k: (list(p.default) if isinstance(p.default, list) else p.default)
+            for k, p in PARAMS.items()}
+
+
+def _unknown(where: str, key: str, known: Any) -> ConfigError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(known)})"
+    return ConfigError(f"{where}: unknown key {key!r}{hint}")
+
+
+def check_param(where: str, name: str, value: Any) -> Any:
+    """Check one parameter value; ``where`` names it in the error (e.g. ``grid.depth[1]``)."""
+    if name not in PARAMS:
+        raise _unknown(where.rsplit(".", 1)[0] if "." in where else where, name, PARAMS)
+    return PARAMS[name].check(where, value)
+
+
+def hidden_widths(point: Mapping[str, Any]) -> tuple[int, ...]:
+    """``(d_1, …, d_{L−1})`` of a point."""
+    w, L = point["width"], point["depth"]
+    return tuple(w) if isinstance(w, list) else (int(w),) * (L - 1)
+
+
+def layer_dims(point: Mapping[str, Any]) -> tuple[int, ...]:
+    """``(d_0, …, d_L)`` of a point."""
+    return (point["d"], *hidden_widths(point), point["m"])
+
+
+def adapted_layers(point: Mapping[str, Any]) -> tuple[int, ...]:
+    """The point's adapted layers as sorted 1-based indices."""
+    a, L = point["adapt"], point["depth"]
+    if a == "top":
+        return (L,)
+    if a == "all":
+        return tuple(range(1, L + 1))
+    return tuple(sorted({a} if isinstance(a, int) else set(a)))
+
+
+def check_point(point: Mapping[str, Any], where: str) -> None:
+    """Checks that involve several parameters of one point (``where`` locates the point)."""
+    L = point["depth"]
+    w = point["width"]
+    if isinstance(w, list) and len(w) != L - 1:
+        raise ConfigError(
+            f"width ({where}) lists {len(w)} hidden widths but depth {L} needs {L - 1}")
+    for j in adapted_layers(point):
+        if not 1 <= j <= L:
+            raise ConfigError(
+                f"adapt ({where}) names layer {j}, but layers are numbered 1..{L} "
+                f"(1 = input layer, {L} = top layer)")
+    r = point["lam_rank"]
+    if r != "full" and r > point["d"]:
+        raise ConfigError(f"lam_rank ({where}) is {r}, more than d = {point['d']}")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A checked sweep file. ``grid`` keeps the file's order; ``points`` is ``[{}]`` for a
+    pure grid."""
+
+    name: str
+    fixed: dict[str, Any]
+    grid: dict[str, list[Any]]
+    points: list[dict[str, Any]]
+    description: str = ""
+    x: str | None = None
+    group_by: tuple[str, ...] | None = None
+    source: str | None = None
+    text: str | None = field(default=None, repr=False)
+
+    def expand(self) -> list[Any]:
+        """The points (see :func:`maml_depth.sweep.points.expand_points`)."""
+        from maml_depth.sweep.points import expand_points
+
+        return expand_points(self)
+
+
+def _table(where: str, v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise ConfigError(f"{where} must be a table, got {_type_name(v)} {v!r}")
+    return v
+
+
+def parse_config(data: Mapping[str, Any], *, source: str | None = None,
+                 default_name: str = "sweep", text: str | None = None) -> SweepConfig:
+    """Check a parsed TOML document and return the :class:`SweepConfig`.
+
+    Every point is expanded and checked too, so a config that loads runs.
+    """
+    for key in data:
+        if key not in SECTIONS:
+            raise _unknown("sweep config", key, SECTIONS)
+    meta = _table("[sweep]", data.get("sweep", {}))
+    for key in meta:
+        if key not in SWEEP_KEYS:
+            raise _unknown("sweep", key, SWEEP_KEYS)
+    name = meta.get("name", default_name)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        raise ConfigError(
+            f"sweep.name must be a non-empty string of letters, digits, '_', '-', '.', "
+            f"got {name!r}")
+    description = meta.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"sweep.description must be a string, got {description!r}")
+
+    fixed = {k: check_param(f"fixed.{k}", k, v)
+             for k, v in _table("[fixed]", data.get("fixed", {})).items()}
+    grid: dict[str, list[Any]] = {}
+    for k, values in _table("[grid]", data.get("grid", {})).items():
+        if k not in PARAMS:
+            raise _unknown("grid", k, PARAMS)
+        if not isinstance(values, list):
+            raise ConfigError(
+                f"grid.{k} must be a list of values (e.g. {k} = [{values!r}]), "
+                f"got {_type_name(values)} {values!r}")
+        if not values:
+            raise ConfigError(f"grid.{k} is empty: give at least one value")
+        if k in fixed:
+            raise ConfigError(f"grid.{k} is also set in [fixed]: keep one of them")
+        grid[k] = [check_param(f"grid.{k}[{i}]", k, v) for i, v in enumerate(values)]
+    raw_points = data.get("points", None)
+    if raw_points is None:
+        points: list[dict[str, Any]] = [{}]
+    else:
+        if not isinstance(raw_points, list):
+            raise ConfigError(f"points must be an array of tables ([[points]]), "
+                              f"got {_type_name(raw_points)}")
+        if not raw_points:
+            raise ConfigError("points is empty: give at least one [[points]] table")
+        points = []
+        for i, entry in enumerate(raw_points):
+            entry = _table(f"points[{i}]", entry)
+            checked = {}
+            for k, v in entry.items():
+                checked[k] = check_param(f"points[{i}].{k}", k, v)
+                if k in grid:
+                    raise ConfigError(f"points[{i}].{k} is also a [grid] parameter: keep one")
+            points.append(checked)
+
+    varying = [k for k in PARAMS if k in grid or any(k in p for p in points)]
+    x = meta.get("x", None)
+    if x is not None:
+        if not isinstance(x, str):
+            raise ConfigError(f"sweep.x must be a parameter name, got {x!r}")
+        if x not in PARAMS:
+            raise _unknown("sweep.x", x, PARAMS)
+    group_by = meta.get("group_by", None)
+    if group_by is not None:
+        if not isinstance(group_by, list) or not all(isinstance(g, str) for g in group_by):
+            raise ConfigError(f"sweep.group_by must be a list of parameter names, "
+                              f"got {group_by!r}")
+        for g in group_by:
+            if g not in PARAMS:
+                raise _unknown("sweep.group_by", g, PARAMS)
+        group_by = tuple(group_by)
+    if x is None:
+        cands = [k for k in varying if k != "seed"]
+        x = "depth" if "depth" in cands else (cands[0] if cands else None)
+    cfg = SweepConfig(name=name, fixed=fixed, grid=grid, points=points,
+                      description=description, x=x, group_by=group_by, source=source,
+                      text=text)
+    cfg.expand()  # cross-parameter checks of every point, before anything runs
+    return cfg
+
+
+def load_config(path: str | Path) -> SweepConfig:
+    """Read and check a sweep TOML file (see the module docstring for the schema)."""
+    path = Path(path)
+    if tomllib is None:  # pragma: no cover
+        raise ConfigError("reading sweep configs needs Python ≥ 3.11 (tomllib)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"CONFIG: no such file {str(path)!r}") from None
+    except OSError as exc:
+        raise ConfigError(f"CONFIG: cannot read {str(path)!r}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"CONFIG: {path.name} is not valid TOML: {exc}") from None
+    try:
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem).lstrip("_.-") or "sweep"
+        return parse_config(data, source=str(path), default_name=stem, text=text)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (in {path.name})") from None

@@ -1,0 +1,197 @@
+"""Summary of a sweep: a table of means with 95% confidence intervals per group, and a plot
+of the hypothesis (post-adaptation loss against one parameter, theory vs measured).
+
+Groups are the values of ``[sweep] group_by`` (default: every parameter that varies between
+points except ``seed``), so the records of a group differ only by seed. Per group the table
+has ``n_points`` (points of the sweep), ``n_ok``, ``n_failed``, ``n_missing`` (not stored
+yet), and for each measured quantity its mean over ``ok`` records with a 95% CI half-width:
+Student-t over the group's records when it has ≥ 2, else ``1.96 ×`` the evaluation's own
+standard error (``ci_method`` says which). Theory columns are means of the per-record
+predictions (they differ between seeds only through the seed's random rotations).
+
+All files are written atomically. Nothing here depends on timings, so the summary of a
+sweep is reproducible too.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+from maml_depth._io import atomic_write_bytes, atomic_write_text
+from maml_depth.sweep.config import SweepConfig
+from maml_depth.sweep.points import Point, varying_params
+from maml_depth.sweep.store import load_frame, records_to_rows
+
+#: result columns summarised with mean and 95% CI
+MEASURED = ("post_loss", "pre_loss", "theory_gap", "precond_rel_err", "precond_alignment")
+#: result columns summarised with their mean only
+MEAN_ONLY = ("theory_loss", "theory_loss_at_weights")
+
+
+def group_keys(cfg: SweepConfig, points: list[Point]) -> list[str]:
+    if cfg.group_by is not None:
+        return list(cfg.group_by)
+    return [k for k in varying_params(points) if k != "seed"]
+
+
+def _ci(values: list[float], se_single: float | None) -> tuple[float, float, str]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return math.nan, math.nan, ""
+    mean = sum(vals) / len(vals)
+    if len(vals) >= 2:
+        from scipy import stats
+
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        return mean, float(stats.t.ppf(0.975, len(vals) - 1)) * sd / math.sqrt(len(vals)), \
+            "t over seeds"
+    if se_single is not None and math.isfinite(se_single):
+        return mean, 1.96 * se_single, "1.96 eval stderr"
+    return mean, math.nan, ""
+
+
+def summarize(frame: Any, points: list[Point], keys: list[str]) -> Any:
+    """The summary table (a :class:`pandas.DataFrame`) of ``frame`` grouped by ``keys``."""
+    import pandas as pd
+
+    point_rows = pd.DataFrame(records_to_rows(
+        {"key": p.key, "point": p.params, "status": "", "error": None, "result": None,
+         "timing": {}, "package_version": ""} for p in points))
+    gk = list(keys)
+    rows = []
+    groups = point_rows.groupby(gk, sort=False, dropna=False) if gk else [((), point_rows)]
+    have = frame.set_index("key") if len(frame) else None
+    for gval, gpts in groups:
+        gval = gval if isinstance(gval, tuple) else (gval,)
+        row: dict[str, Any] = dict(zip(gk, gval, strict=True))
+        recs = have.loc[have.index.intersection(gpts["key"])] if have is not None else None
+        n_rec = 0 if recs is None else len(recs)
+        ok = recs[recs["status"] == "ok"] if recs is not None else None
+        row["n_points"] = len(gpts)
+        row["n_ok"] = 0 if ok is None else len(ok)
+        row["n_failed"] = n_rec - row["n_ok"]
+        row["n_missing"] = len(gpts) - n_rec
+        for col in MEASURED:
+            vals = [] if ok is None else [float(v) for v in ok[col]]
+            se = None
+            if col == "post_loss" and ok is not None and len(ok) == 1:
+                se = float(ok["post_loss_se"].iloc[0])
+            mean, half, method = _ci(vals, se)
+            row[f"{col}_mean"] = mean
+            row[f"{col}_ci95"] = half
+            if col == "post_loss":
+                row["ci_method"] = method
+        for col in MEAN_ONLY:
+            vals = [] if ok is None else [float(v) for v in ok[col] if math.isfinite(float(v))]
+            row[col] = sum(vals) / len(vals) if vals else math.nan
+        if ok is not None and len(ok):
+            kinds = sorted({str(k) for k in ok["theory_kind"] if isinstance(k, str)})
+            row["theory_kind"] = "; ".join(kinds)
+        else:
+            row["theory_kind"] = ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def to_markdown(table: Any, keys: list[str]) -> str:
+    """A compact Markdown view of the summary table (the CSV has every column)."""
+
+    def pm(r: Any, col: str) -> str:
+        m, h = r[f"{col}_mean"], r[f"{col}_ci95"]
+        if math.isnan(m):
+            return ""
+        return f"{m:.4g}" + ("" if math.isnan(h) else f" ± {h:.2g}")
+
+    cols = [*keys, "ok/points", "post-adaptation loss", "theory", "gap",
+            "P rel. err", "P alignment"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in table.iterrows():
+        cells = [_fmt(r[k]) for k in keys]
+        cells += [f"{r['n_ok']}/{r['n_points']}", pm(r, "post_loss"), _fmt(r["theory_loss"]),
+                  pm(r, "theory_gap"), _fmt(r["precond_rel_err_mean"]),
+                  _fmt(r["precond_alignment_mean"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _as_numbers(values: list[Any]) -> list[float] | None:
+    try:
+        return [float(v) for v in values]
+    except (TypeError, ValueError):
+        return None
+
+
+def plot_hypothesis(cfg: SweepConfig, points: list[Point], frame: Any, keys: list[str]) -> bytes:
+    """PNG bytes: mean post-adaptation loss (95% CI) against ``cfg.x``, one series per
+    combination of the other group keys, with the theory prediction as a dashed line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x = cfg.x or (keys[0] if keys else "seed")
+    series_keys = [k for k in keys if k != x]
+    table = summarize(frame, points, [*series_keys, x])
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    xs_all = list(dict.fromkeys(table[x]))
+    numeric = _as_numbers(xs_all)
+    pos = {v: (numeric[i] if numeric is not None else float(i)) for i, v in enumerate(xs_all)}
+    groups = table.groupby(series_keys, sort=False, dropna=False) if series_keys \
+        else [((), table)]
+    for i, (sval, sub) in enumerate(groups):
+        sval = sval if isinstance(sval, tuple) else (sval,)
+        label = ", ".join(f"{k}={v}" for k, v in zip(series_keys, sval, strict=True))
+        color = f"C{i % 10}"
+        sub = sub.assign(_x=[pos[v] for v in sub[x]]).sort_values("_x")
+        yerr = [0.0 if math.isnan(v) else v for v in sub["post_loss_ci95"]]
+        ax.errorbar(sub["_x"], sub["post_loss_mean"], yerr=yerr, fmt="o", color=color,
+                    capsize=3, label=f"measured {label}".strip())
+        th = sub[[not math.isnan(v) for v in sub["theory_loss"]]]
+        if len(th):
+            ax.plot(th["_x"], th["theory_loss"], "--", color=color, marker="_", ms=14,
+                    label=f"theory {label}".strip())
+    if numeric is None:
+        ax.set_xticks([pos[v] for v in xs_all], [str(v) for v in xs_all])
+    elif all(float(v).is_integer() for v in numeric):
+        ax.set_xticks(sorted(set(numeric)))
+    ax.set_xlabel(x)
+    ax.set_ylabel("post-adaptation loss (mean, 95% CI)")
+    ax.set_title(f"{cfg.name}: post-adaptation loss vs {x}")
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return buf.getvalue()
+
+
+def write_summary(cfg: SweepConfig, points: list[Point], out: str | Path) -> dict[str, Path]:
+    """Write ``summary.csv``, ``summary.md`` and ``hypothesis.png`` into ``out``
+    (atomically); returns their paths."""
+    out = Path(out)
+    frame = load_frame(out, [p.key for p in points])
+    keys = group_keys(cfg, points)
+    table = summarize(frame, points, keys)
+    paths = {
+        "csv": atomic_write_text(out / "summary.csv", table.to_csv(index=False)),
+        "md": atomic_write_text(
+            out / "summary.md",
+            f"# Sweep `{cfg.name}`\n\n{cfg.description}\n\n"
+            "Mean over the group's points ± 95% CI half-width; theory = closed-form "
+            "prediction at the meta-training optimum; P = the extracted preconditioner "
+            "α B_LᵀB_L against P*. All columns: summary.csv.\n\n"
+            + to_markdown(table, keys)),
+        "png": atomic_write_bytes(out / "hypothesis.png",
+                                  plot_hypothesis(cfg, points, frame, keys)),
+    }
+    return paths

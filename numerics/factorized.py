@@ -1,0 +1,451 @@
+"""Factorized fast-weight MAML: adapt linear layers without forming per-task weights.
+
+For a linear layer ``z = h Wᵀ + b`` (rows are samples) the support-set gradient is a sum of
+n outer products, ``∇_W ℓ = δᵀ h`` with ``δ = ∂ℓ/∂z`` (n × d_out) and ``h`` the layer's input
+(n × d_in); ``∇_b ℓ = 1ᵀ δ``. A Kronecker-factored preconditioner keeps that structure:
+``L (δᵀ h) R = (δ Lᵀ)ᵀ (h R)``. After k inner steps the fast weight is therefore
+
+    W'_t = W − α U_tᵀ V_t,    U_t = [δ_1 Lᵀ; …; δ_k Lᵀ]  (kn × d_out),
+                              V_t = [h_1 R; …; h_k R]    (kn × d_in)
+
+(δ_s, h_s of task t at inner step s) and on any inputs ``x`` of task t (support or query)
+
+    x W'ᵀ_t = x Wᵀ − α (x V_tᵀ) U_t          (MATH.md §6)
+
+The shared product ``x Wᵀ`` of every task is *one* matrix product over the stacked tasks;
+the per-task work is the small kernel ``x V_tᵀ`` (n_x × kn). Back-propagation to the layer
+below goes through the same factors: ``δ W'_t = δ W − α (δ U_tᵀ) V_t``. Elementwise
+activations only change δ (by their derivative). The inner backward pass is written out by
+hand in batched form with ordinary tensor operations, so the meta-gradient (second order)
+is ordinary autograd through matrix products; first order (FOMAML) detaches the gradient
+factors ``δ`` and ``h`` (the preconditioner's factors still receive gradients). Per-task
+memory is O(kn (d_in + d_out)) per layer instead of O(d_in d_out).
+
+Applies to :class:`~maml_depth.numerics.networks.DeepLinear`,
+:class:`~maml_depth.numerics.networks.MLP` and plain ``nn.Sequential`` chains of
+``nn.Linear`` and parameter-free elementwise activations, with a preconditioner whose
+Kronecker factors are registered (:func:`register_kronecker`; MAML's identity,
+Meta-Curvature and KFO). Elsewhere (Meta-SGD, convolutions, arbitrary modules) the engines
+fall back to ``torch.func.vmap`` (:func:`factorized_support` says why).
+
+The population query loss (``n_query=None``, deep linear nets) needs each task's adapted
+end-to-end map: it is the factorized forward pass of the identity matrix (``I W'ᵀ``), so it
+is computed in factorized form too.
+
+References: MATH.md §6 (and §1 for the update); Finn et al. (2017); Park & Oliva (2019,
+Meta-Curvature); Arnold et al. (2021, KFO).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from maml_depth.errors import InvalidArgumentError, ShapeError
+from maml_depth.numerics.losses import mse_loss
+from maml_depth.numerics.networks import MLP, DeepLinear, Params, layer_groups
+from maml_depth.numerics.preconditioners import IDENTITY, Preconditioner
+
+__all__ = [
+    "ELEMENTWISE_ACTIVATIONS",
+    "FactorFn",
+    "FactorizedPlan",
+    "factorized_plan",
+    "factorized_post_adaptation_losses",
+    "factorized_support",
+    "kronecker_factors",
+    "register_kronecker",
+]
+
+#: Parameter-free activation modules that act elementwise (the factorized engine
+#: back-propagates through them with their derivative).
+ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.Identity, nn.ReLU, nn.Tanh, nn.Sigmoid, nn.GELU, nn.Softplus, nn.LeakyReLU, nn.ELU,
+    nn.CELU, nn.SELU, nn.SiLU, nn.Mish, nn.Softsign, nn.Tanhshrink, nn.Hardtanh, nn.ReLU6,
+    nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
+)
+
+# -- preconditioners with Kronecker structure ---------------------------------------------
+
+#: ``fn(state, name, param) -> (left, right)``: the preconditioned direction of the gradient
+#: ``G`` of parameter ``name`` is ``left @ G @ right`` (``None`` = identity). For a bias (a
+#: vector g) it is ``left @ g`` and ``right`` must be None.
+FactorFn = Callable[[Params, str, Tensor], tuple[Tensor | None, Tensor | None]]
+
+_KRONECKER: dict[Preconditioner, FactorFn] = {}
+
+
+def register_kronecker(pre: Preconditioner, fn: FactorFn) -> Preconditioner:
+    """Declare that ``pre.apply`` maps the gradient ``G`` of each parameter to
+    ``left @ G @ right`` with ``(left, right) = fn(state, name, param)``, so the factorized
+    engine can run it. ``fn`` must be a pure, differentiable torch function of the state."""
+    _KRONECKER[pre] = fn
+    return pre
+
+
+def _identity_factors(state: Params, name: str, param: Tensor) -> tuple[None, None]:
+    return None, None
+
+
+register_kronecker(IDENTITY, _identity_factors)
+
+
+def _state(state: Params, key: str, pre: str) -> Tensor:
+    try:
+        return state[key]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"{pre} state lacks {key!r} (keys {sorted(state)[:6]}...): initialise it with "
+            f"InnerConfig.init_state(model, params) for the adapted layers") from None
+
+
+def _register_meta_optimizers() -> None:
+    """Register the Kronecker factors of Meta-Curvature (``M_out G M_in``, bias ``M g``) and
+    KFO (``LᵀL G RᵀR``, bias ``LᵀL g``) from :mod:`~maml_depth.numerics.meta_optimizers`
+    (state keys ``"<param>|<factor>"``)."""
+    try:
+        from maml_depth.numerics import meta_optimizers as mo
+    except ImportError:  # pragma: no cover - the meta-optimizers module is optional
+        return
+
+    def mc(state: Params, name: str, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        if param.ndim == 1:
+            return _state(state, mo.state_key(name, "M"), "meta-curvature"), None
+        return (_state(state, mo.state_key(name, "M_out"), "meta-curvature"),
+                _state(state, mo.state_key(name, "M_in"), "meta-curvature"))
+
+    def kfo(state: Params, name: str, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        Lf = _state(state, mo.state_key(name, "L"), "kfo")
+        if param.ndim == 1:
+            return Lf.mT @ Lf, None
+        Rf = _state(state, mo.state_key(name, "R"), "kfo")
+        return Lf.mT @ Lf, Rf.mT @ Rf
+
+    for pre, fn in ((getattr(mo, "META_CURVATURE", None), mc), (getattr(mo, "KFO", None), kfo)):
+        if isinstance(pre, Preconditioner) and pre not in _KRONECKER:
+            register_kronecker(pre, fn)
+
+
+def kronecker_factors(pre: Preconditioner) -> FactorFn | None:
+    """The registered factor function of ``pre`` (None: not Kronecker-factored)."""
+    if pre not in _KRONECKER:
+        _register_meta_optimizers()
+    return _KRONECKER.get(pre)
+
+
+# -- the network as a chain of linear layers and elementwise functions ---------------------
+
+
+@dataclass(frozen=True)
+class _Layer:
+    weight: str
+    bias: str | None
+    after: tuple[nn.Module, ...]  # elementwise functions applied after this layer, in order
+
+
+@dataclass(frozen=True)
+class FactorizedPlan:
+    """The chain ``x → Linear_1 → acts → … → Linear_L → acts`` the engine evaluates."""
+
+    layers: tuple[_Layer, ...]
+    description: str = field(default="")
+
+
+def _elementwise(m: nn.Module) -> bool:
+    return (isinstance(m, ELEMENTWISE_ACTIVATIONS)
+            and not any(True for _ in m.parameters())
+            and not m._forward_hooks and not m._forward_pre_hooks)
+
+
+def _forwards_net(model: nn.Module) -> bool:
+    """Models whose forward is ``self.net(x)``: MLP (and issue 6's LinNetMLP)."""
+    classes: list[type[nn.Module]] = [MLP]
+    try:
+        from maml_depth.numerics.models import LinNetMLP
+        classes.append(LinNetMLP)
+    except ImportError:  # pragma: no cover - optional module
+        pass
+    return any(type(model) is c or (isinstance(model, c) and type(model).forward is c.forward)
+               for c in classes)
+
+
+def _chain_modules(model: nn.Module) -> list[nn.Module] | str:
+    """The modules ``model`` applies in order, or the reason they are not known."""
+    if isinstance(model, DeepLinear) and type(model).forward is DeepLinear.forward:
+        return list(model.layers)
+    if _forwards_net(model):
+        model = model.net  # type: ignore[assignment]
+    if isinstance(model, nn.Sequential) and type(model).forward is nn.Sequential.forward:
+        out: list[nn.Module] = []
+        for m in model:
+            sub = _chain_modules(m) if isinstance(m, nn.Sequential) else [m]
+            if isinstance(sub, str):
+                return sub
+            out += sub
+        return out
+    return (f"{type(model).__name__} is not a DeepLinear, MLP or nn.Sequential "
+            f"(its forward pass is not known to be a chain of linear layers)")
+
+
+def factorized_plan(model: nn.Module) -> FactorizedPlan | str:
+    """The model as a chain of ``nn.Linear`` layers and elementwise activations, or a
+    sentence saying why it is not one."""
+    mods = _chain_modules(model)
+    if isinstance(mods, str):
+        return mods
+    prefix = {id(m): name for name, m in model.named_modules()}
+    layers: list[_Layer] = []
+    acts: list[nn.Module] = []
+    pending: tuple[str, str | None] | None = None
+    for m in mods:
+        if isinstance(m, nn.Linear):
+            if type(m).forward is not nn.Linear.forward or m._forward_hooks \
+                    or m._forward_pre_hooks:
+                return f"{type(m).__name__} layer has a custom forward or hooks"
+            if pending is not None:
+                layers.append(_Layer(*pending, tuple(acts)))
+            elif acts:
+                return "the network must start with an nn.Linear layer"
+            p = prefix[id(m)]
+            dot = f"{p}." if p else ""
+            pending = (f"{dot}weight", f"{dot}bias" if m.bias is not None else None)
+            acts = []
+        elif _elementwise(m):
+            acts.append(m)
+        else:
+            return (f"module {type(m).__name__} is neither nn.Linear nor a known elementwise "
+                    f"activation")
+    if pending is None:
+        return "the network has no nn.Linear layer"
+    layers.append(_Layer(*pending, tuple(acts)))
+    names = [[ly.weight] + ([ly.bias] if ly.bias else []) for ly in layers]
+    if layer_groups(model) != names:
+        return "the network has parameters outside its nn.Linear layers"
+    act_names = sorted({type(a).__name__ for ly in layers for a in ly.after})
+    desc = (f"{len(layers)} linear layer(s)"
+            f"{', biases' if any(ly.bias for ly in layers) else ''}"
+            f"{', activations ' + '/'.join(act_names) if act_names else ''}")
+    return FactorizedPlan(tuple(layers), desc)
+
+
+def factorized_support(model: nn.Module, pre: Preconditioner) -> str | None:
+    """None when the factorized engine applies to ``model`` with ``pre``, else the reason."""
+    plan = factorized_plan(model)
+    if isinstance(plan, str):
+        return plan
+    if kronecker_factors(pre) is None:
+        return (f"preconditioner {pre.name!r} has no registered Kronecker factors (an "
+                f"elementwise one such as Meta-SGD does not keep the low-rank structure)")
+    return None
+
+
+# -- elementwise derivatives ----------------------------------------------------------------
+
+
+def _act_forward(act: nn.Module, z: Tensor) -> Tensor:
+    return z if isinstance(act, nn.Identity) else act(z)
+
+
+def _act_backward(act: nn.Module, z: Tensor, out: Tensor, cot: Tensor) -> Tensor:
+    """``cot ⊙ a'(z)`` (differentiable, so second-order gradients flow)."""
+    if isinstance(act, nn.Identity):
+        return cot
+    # the same (twice differentiable) backward kernels autograd uses for these modules
+    if type(act) is nn.ReLU:
+        return torch.ops.aten.threshold_backward(cot, out, 0.0)
+    if type(act) is nn.Tanh:
+        return torch.ops.aten.tanh_backward(cot, out)
+    if type(act) is nn.Sigmoid:
+        return torch.ops.aten.sigmoid_backward(cot, out)
+    vjp = torch.func.vjp(act, z)[1]
+    return vjp(cot)[0]  # type: ignore[no-any-return]
+
+
+# -- the engine -----------------------------------------------------------------------------
+
+
+class _Fast:
+    """Per-task fast-weight corrections of the adapted layers: ``W'_j = W_j − α U_jᵀ V_j``
+    and ``b'_j = b_j − α Δb_j`` (α applied where they are used, inside the fused products)."""
+
+    def __init__(self, L: int, alpha: float) -> None:
+        self.alpha = alpha
+        self.U: list[Tensor | None] = [None] * L
+        self.V: list[Tensor | None] = [None] * L
+        self.db: list[Tensor | None] = [None] * L  # (T, 1, d_out)
+
+    def add(self, j: int, u: Tensor, v: Tensor, db: Tensor | None) -> None:
+        Uj, Vj = self.U[j], self.V[j]
+        self.U[j] = u if Uj is None else torch.cat([Uj, u], dim=1)
+        self.V[j] = v if Vj is None else torch.cat([Vj, v], dim=1)
+        if db is not None:
+            old = self.db[j]
+            self.db[j] = db if old is None else old + db
+
+
+def _linear(h: Tensor, W: Tensor, b: Tensor | None, fast: _Fast, j: int) -> Tensor:
+    """``h W'ᵀ + b'`` per task: one shared product, then the small per-task kernels."""
+    z = F.linear(h, W, b)
+    U, V, db = fast.U[j], fast.V[j], fast.db[j]
+    if U is not None and V is not None:
+        z = torch.baddbmm(z, torch.bmm(h, V.mT), U, alpha=-fast.alpha)
+    if db is not None:
+        z = z.sub(db, alpha=fast.alpha)
+    return z
+
+
+def _forward(plan: FactorizedPlan, W: list[Tensor], b: list[Tensor | None], fast: _Fast,
+             x: Tensor) -> tuple[Tensor, list[Tensor], list[list[tuple[Tensor, Tensor]]]]:
+    """Output, each layer's input ``h_{j−1}``, and each activation's ``(in, out)``."""
+    hs: list[Tensor] = []
+    acts: list[list[tuple[Tensor, Tensor]]] = []
+    h = x
+    for j, ly in enumerate(plan.layers):
+        hs.append(h)
+        h = _linear(h, W[j], b[j], fast, j)
+        rec = []
+        for a in ly.after:
+            out = _act_forward(a, h)
+            rec.append((h, out))
+            h = out
+        acts.append(rec)
+    return h, hs, acts
+
+
+def _output_grad(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, Y: Tensor) -> Tensor:
+    """``∂ℓ_t/∂out_t`` for every task (T, n, m)."""
+    if loss_fn is mse_loss:
+        return (out - Y) / out.shape[-2]
+    return torch.func.vmap(torch.func.grad(loss_fn))(out, Y)  # type: ignore[no-any-return]
+
+
+class _Predictions(nn.Module):
+    """Stand-in model handed to a task family's ``query_loss``: it returns the factorized
+    predictions it is given as input, and the adapted end-to-end map as ``end_to_end``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+    def end_to_end(self, params: Params) -> Tensor:
+        return params["end_to_end"]
+
+
+def factorized_post_adaptation_losses(
+    model: nn.Module,
+    params: Params,
+    batch: object,
+    family: object,
+    *,
+    alpha: float | Tensor,
+    adapted_layers: tuple[int, ...],
+    steps: int,
+    first_order: bool,
+    preconditioner: Preconditioner,
+    precond_state: Params | None = None,
+) -> Tensor:
+    """Per-task query losses after ``steps`` factorized inner steps, shape ``(T,)``.
+
+    Same numbers and gradients as the vmap and loop engines; called by
+    :func:`maml_depth.numerics.engines.post_adaptation_losses` with ``engine="factorized"``
+    (or ``"auto"`` where it applies). ``adapted_layers`` are 1-based.
+    """
+    from maml_depth.numerics.tasks import LinearRegressionTasks
+
+    plan = factorized_plan(model)
+    if isinstance(plan, str):
+        raise InvalidArgumentError(f"engine='factorized' does not apply: {plan}")
+    factor_fn = kronecker_factors(preconditioner)
+    if factor_fn is None:
+        raise InvalidArgumentError(
+            f"engine='factorized' does not apply: {factorized_support(model, preconditioner)}")
+    X, Y = batch.X, batch.Y  # type: ignore[attr-defined]
+    Xq, Yq, W_t = batch.Xq, batch.Yq, batch.W_t  # type: ignore[attr-defined]
+    if X.ndim != 3 or Y.ndim != 3 or X.shape[:2] != Y.shape[:2]:
+        raise ShapeError(f"a task batch needs X (T, n, d) and Y (T, n, m) with equal T and n, "
+                         f"got X {tuple(X.shape)}, Y {tuple(Y.shape)}")
+    state = precond_state or {}
+    layers = plan.layers
+    Lnum = len(layers)
+    missing = [n for ly in layers for n in (ly.weight, ly.bias) if n and n not in params]
+    if missing:
+        raise InvalidArgumentError(f"params lacks the parameter(s) {missing}")
+    W = [params[ly.weight] for ly in layers]
+    b = [params[ly.bias] if ly.bias is not None else None for ly in layers]
+    if X.shape[-1] != W[0].shape[1] or Y.shape[-1] != W[-1].shape[0]:
+        raise ShapeError(f"X has {X.shape[-1]} features and Y {Y.shape[-1]} outputs; the model "
+                         f"maps {W[0].shape[1]} → {W[-1].shape[0]}")
+    adapted = sorted(j - 1 for j in adapted_layers)
+    lowest = adapted[0]
+    # effective Kronecker factors of the adapted parameters (from the preconditioner state)
+    wf: dict[int, tuple[Tensor | None, Tensor | None]] = {}
+    bf: dict[int, Tensor | None] = {}
+    for j in adapted:
+        wf[j] = factor_fn(state, layers[j].weight, W[j])
+        bias = layers[j].bias
+        if bias is not None:
+            left, right = factor_fn(state, bias, params[bias])
+            if right is not None:
+                raise InvalidArgumentError(
+                    f"preconditioner {preconditioner.name!r}: a bias factor must act on the "
+                    f"left only")
+            bf[j] = left
+    # α enters the fused products as a number; a tensor α (differentiable) scales the factors
+    coef = 1.0 if isinstance(alpha, Tensor) else float(alpha)
+    fast = _Fast(Lnum, coef)
+    for _ in range(steps):
+        out, hs, acts = _forward(plan, W, b, fast, X)
+        cot = _output_grad(family.loss_fn, out, Y)  # type: ignore[attr-defined]
+        grads: dict[int, tuple[Tensor, Tensor]] = {}
+        for j in range(Lnum - 1, lowest - 1, -1):
+            for a, (zin, zout) in zip(reversed(layers[j].after), reversed(acts[j]),
+                                      strict=True):
+                cot = _act_backward(a, zin, zout, cot)
+            if j in wf:
+                grads[j] = (cot, hs[j])
+            if j > lowest:
+                U, V = fast.U[j], fast.V[j]
+                nxt = cot @ W[j]
+                if U is not None and V is not None:
+                    nxt = torch.baddbmm(nxt, torch.bmm(cot, U.mT), V, alpha=-coef)
+                cot = nxt
+        for j, (delta, h) in grads.items():
+            if first_order:
+                delta, h = delta.detach(), h.detach()
+            left, right = wf[j]
+            u = delta if left is None else delta @ left.mT
+            if isinstance(alpha, Tensor):
+                u = u * alpha
+            v = h if right is None else h @ right
+            db = None
+            if layers[j].bias is not None:
+                gb = delta.sum(dim=1, keepdim=True)
+                lb = bf.get(j)
+                db = gb if lb is None else gb @ lb.mT
+                if isinstance(alpha, Tensor):
+                    db = db * alpha
+            fast.add(j, u, v, db)
+    # the query loss
+    quick = getattr(type(family), "query_loss", None) is LinearRegressionTasks.query_loss
+    if Xq is not None and Yq is not None:
+        pred = _forward(plan, W, b, fast, Xq)[0]
+        if quick:
+            return (pred - Yq).square().sum(dim=(1, 2)).mul(0.5 / pred.shape[1])
+        proxy = _Predictions()
+        return torch.func.vmap(  # type: ignore[no-any-return]
+            lambda p, y, w: family.query_loss(proxy, {}, p, y, w))(pred, Yq, W_t)  # type: ignore[attr-defined]
+    if not isinstance(model, DeepLinear):
+        raise InvalidArgumentError(
+            f"n_query=None (population query loss) needs a linear model with end_to_end(); "
+            f"{type(model).__name__} has none: set n_query to a number of query samples")
+    T, d = X.shape[0], X.shape[-1]
+    eye = torch.eye(d, dtype=X.dtype, device=X.device).expand(T, d, d)
+    W_end = _forward(plan, W, b, fast, eye)[0].mT  # rows e_iᵀ W'ᵀ, i.e. W'ᵀ
+    if quick:
+        return family.population_loss(W_end, W_t)  # type: ignore[attr-defined, no-any-return]
+    proxy = _Predictions()
+    return torch.func.vmap(  # type: ignore[no-any-return]
+        lambda we, w: family.query_loss(proxy, {"end_to_end": we}, None, None, w))(W_end, W_t)  # type: ignore[attr-defined]

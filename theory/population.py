@@ -1,0 +1,133 @@
+"""The population MAML objective of a deep linear network adapting one layer.
+
+For ``W = W_L ⋯ W_1`` adapting layer ``j`` with one step of size α, the layer gradient is
+``A_jᵀ G B_jᵀ`` (``A_j = W_L ⋯ W_{j+1}``, ``B_j = W_{j−1} ⋯ W_1``), so the adapted
+end-to-end map is exactly (MATH.md §1, no remainder) ::
+
+    W' = A_j (W_j − α A_jᵀ G B_jᵀ) B_j = W − α (A_jA_jᵀ) G (B_jᵀB_j)
+
+— a Kronecker-factored step with ``L = A_jA_jᵀ`` (``m × m``) and ``R = B_jᵀB_j``
+(``d × d``). Its expected query loss over the task family of MATH.md §2 is therefore the
+closed form of MATH.md §3 (:func:`~maml_depth.theory.expected_loss`) at these factors: the
+*population* MAML objective, a smooth torch function of the layer weights with no sampling
+noise, which numerics/ can meta-train on directly.
+
+References: MATH.md §1, §3, §4 (``P = α B_LᵀB_L`` for S = {L}); Arnold, Iqbal, Sha
+(AISTATS 2021), §3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from maml_depth import _checks
+from maml_depth.errors import InvalidArgumentError, ShapeError
+from maml_depth.theory.expected_loss import expected_loss
+
+__all__ = ["layer_factors", "population_maml_loss"]
+
+
+def _as_tensors(weights: Sequence[Any]) -> tuple[list[Tensor], bool]:
+    if isinstance(weights, (Tensor, np.ndarray)) or not isinstance(weights, Sequence):
+        raise InvalidArgumentError(
+            "weights must be a sequence [W_1, ..., W_L] of layer matrices (layer 1 first), "
+            f"got {type(weights).__name__}")
+    if len(weights) < 1:
+        raise InvalidArgumentError("weights is empty: give at least one layer")
+    was_torch = any(isinstance(w, Tensor) for w in weights)
+    dtype = torch.float64
+    for w in weights:
+        if isinstance(w, Tensor) and w.is_floating_point():
+            dtype = w.dtype
+            break
+    out = [w if isinstance(w, Tensor) else torch.as_tensor(np.asarray(w, dtype=np.float64))
+           for w in weights]
+    device = next((w.device for w in weights if isinstance(w, Tensor)), torch.device("cpu"))
+    out = [w.to(dtype=dtype, device=device) for w in out]
+    for k, w in enumerate(out):
+        if w.ndim < 2:
+            raise ShapeError(f"weights[{k}] (W_{k + 1}) has shape {tuple(w.shape)}, "
+                             "expected (..., d_j, d_{j-1})")
+        if k and w.shape[-1] != out[k - 1].shape[-2]:
+            raise ShapeError(
+                f"weights[{k}] (W_{k + 1}) has shape {tuple(w.shape)}: its {w.shape[-1]} "
+                f"columns do not match the {out[k - 1].shape[-2]} rows of W_{k}")
+    return out, was_torch
+
+
+def _product(ws: Sequence[Tensor], size: int, like: Tensor) -> Tensor:
+    """``ws[-1] ⋯ ws[0]`` (identity of ``size`` when empty)."""
+    if not ws:
+        return torch.eye(size, dtype=like.dtype, device=like.device)
+    out = ws[0]
+    for w in ws[1:]:
+        out = w @ out
+    return out
+
+
+def layer_factors(weights: Sequence[Any], layer: int) -> tuple[Tensor, Tensor]:
+    """``(A_j, B_j)`` with ``A_j = W_L ⋯ W_{j+1}`` (identity for j = L) and
+    ``B_j = W_{j−1} ⋯ W_1`` (identity for j = 1), so ``W = A_j W_j B_j``; ``layer`` = j is
+    1-based (1 = input layer). Torch tensors (batched over leading dimensions).
+
+    References: MATH.md §1.
+    """
+    ws, _ = _as_tensors(weights)
+    (j,) = _checks.resolve_adapt(layer, len(ws), name="layer")
+    A = _product(ws[j:], int(ws[-1].shape[-2]), ws[0])
+    B = _product(ws[: j - 1], int(ws[0].shape[-1]), ws[0])
+    return A, B
+
+
+def population_maml_loss(
+    weights: Sequence[Any],
+    *,
+    adapt: int | str,
+    W_bar: Any,
+    Sigma: Any,
+    Lam: Any,
+    sigma: float,
+    n: int,
+    alpha: float | Tensor,
+) -> Any:
+    """Population MAML objective of a deep linear net adapting one layer (exact expectation).
+
+    ``E ℒ(W, L = A_jA_jᵀ, R = B_jᵀB_j)`` of :func:`~maml_depth.theory.expected_loss` with
+    ``W = A_j W_j B_j`` — equal to the expected query loss after the one-step inner update
+    ``W_j ← W_j − α ∇_{W_j} ℓ`` of the network (MATH.md §1 exact special case).
+
+    Args:
+        weights: ``[W_1, …, W_L]`` (layer 1 first), ``W_j`` of shape ``(…, d_j, d_{j−1})``;
+            e.g. ``[params[k] for k in model.weight_names]`` of a ``DeepLinear``.
+        adapt: the one adapted layer, 1-based (``"top"`` = L). Several layers have no
+            closed form: use ``maml_depth.numerics.monte_carlo_deep_loss`` (an estimate).
+        W_bar, Sigma, Lam, sigma, n, alpha: the task family and step size, as in
+            :func:`~maml_depth.theory.expected_loss` (``W_bar`` is ``(d_L, d_0)``).
+
+    Returns:
+        A torch tensor (differentiable in the weights and α) when any weight is a tensor,
+        else a float.
+
+    References: MATH.md §1, §3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+    """
+    ws, was_torch = _as_tensors(weights)
+    layers = _checks.resolve_adapt(adapt, len(ws))
+    if len(layers) != 1:
+        raise InvalidArgumentError(
+            f"adapt names layers {list(layers)}: the closed form covers one adapted layer; "
+            "for several use the Monte Carlo estimate maml_depth.numerics.monte_carlo_deep_loss")
+    j = layers[0]
+    A, B = layer_factors(ws, j)
+    W = A @ ws[j - 1] @ B
+    L = A @ A.transpose(-1, -2)
+    R = B.transpose(-1, -2) @ B
+    value = expected_loss(W, W_bar=W_bar, Sigma=Sigma, Lam=Lam, sigma=sigma, n=n, alpha=alpha,
+                          L=L, R=R)
+    if was_torch:
+        return value
+    return float(value) if value.ndim == 0 else value.detach().numpy()

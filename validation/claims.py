@@ -1,0 +1,182 @@
+"""The claims registry: each claim of MATH.md §5 (or a user's own hypothesis) is a function
+``run(ctx) -> ClaimResult`` registered under an id with a statement and a reference.
+
+Register your own in about ten lines::
+
+    from maml_depth.validation import claim, stats
+
+    @claim("wide-helps", title="Wider hidden layers adapt no worse",
+           statement="post-adaptation loss of width 2d ≤ width d", reference="my notebook")
+    def wide_helps(ctx):
+        losses = ...                      # meta-train and evaluate with maml_depth.numerics
+        iv = stats.mean_interval(losses)  # 95% CI over seeds
+        return ctx.result(measured=iv.estimate, theory=0.0, interval=iv,
+                          verdict=stats.verdict_below(iv, 0.0), effect="loss difference")
+
+and run it with ``maml-depth validate --claims wide-helps`` (after importing your module,
+e.g. ``--plugin mymodule``).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from maml_depth.validation.stats import LEVEL, Interval
+
+Verdict = Literal["pass", "fail", "inconclusive", "not available"]
+VERDICTS: tuple[str, ...] = ("pass", "fail", "inconclusive", "not available")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work a claim may do. ``quick`` runs every claim of ``make validate`` in under
+    10 minutes on 2 CPU cores; ``full`` is meant for a GPU or a cluster."""
+
+    name: str
+    cases: int  # random configurations for property-style claims
+    mc_tasks: int  # Monte Carlo tasks per configuration
+    meta_steps: int  # outer steps of a sampled-task meta-training run
+    population_steps: int  # outer steps on the population objective
+    seeds: int  # independent training seeds where a CI over seeds is reported
+    eval_tasks: int  # fresh tasks to measure a trained network
+    nonlinear: bool  # run the nonlinear (sine, digits) parts
+
+
+BUDGETS: dict[str, Budget] = {
+    "quick": Budget("quick", cases=40, mc_tasks=100_000, meta_steps=1000,
+                    population_steps=1500, seeds=3, eval_tasks=20_000, nonlinear=False),
+    "full": Budget("full", cases=300, mc_tasks=400_000, meta_steps=6000,
+                   population_steps=4000, seeds=8, eval_tasks=100_000, nonlinear=True),
+}
+
+
+@dataclass
+class ClaimResult:
+    """What a claim run returns (and what report.json lists)."""
+
+    id: str
+    verdict: str
+    measured: float | None
+    theory: float | None
+    ci: list[float] | None
+    ci_level: float
+    n: int | None
+    effect: str
+    summary: str
+    config: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    figures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    versions: dict[str, str] = field(default_factory=dict)
+    title: str = ""
+    statement: str = ""
+    reference: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+@dataclass
+class RunContext:
+    """What a claim receives: the budget, a seed, a device, an output folder for figures."""
+
+    claim_id: str
+    budget: Budget
+    seed: int = 0
+    device: str = "cpu"
+    out_dir: Path | None = None
+    progress: bool = False
+
+    def result(
+        self,
+        *,
+        verdict: str,
+        measured: float | None,
+        theory: float | None,
+        interval: Interval | None = None,
+        effect: str = "",
+        summary: str = "",
+        config: dict[str, Any] | None = None,
+        details: dict[str, Any] | None = None,
+        figures: list[str] | None = None,
+    ) -> ClaimResult:
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        return ClaimResult(
+            id=self.claim_id, verdict=verdict, measured=measured, theory=theory,
+            ci=interval.as_list() if interval else None,
+            ci_level=interval.level if interval else LEVEL,
+            n=interval.n if interval else None, effect=effect, summary=summary,
+            config=dict(config or {}), details=dict(details or {}), figures=list(figures or []),
+        )
+
+    def not_available(self, why: str) -> ClaimResult:
+        return self.result(verdict="not available", measured=None, theory=None, summary=why)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    number: int | None
+    title: str
+    statement: str
+    reference: str
+    run: Callable[[RunContext], ClaimResult]
+
+
+CLAIMS: dict[str, Claim] = {}
+
+
+def claim(
+    id: str, *, title: str, statement: str, reference: str, number: int | None = None
+) -> Callable[[Callable[[RunContext], ClaimResult]], Callable[[RunContext], ClaimResult]]:
+    """Decorator registering ``fn(ctx) -> ClaimResult`` as a claim."""
+
+    def deco(fn: Callable[[RunContext], ClaimResult]) -> Callable[[RunContext], ClaimResult]:
+        if id in CLAIMS:
+            raise ValueError(f"a claim with id {id!r} is already registered")
+        CLAIMS[id] = Claim(id, number, title, statement, reference, fn)
+        return fn
+
+    return deco
+
+
+def versions() -> dict[str, str]:
+    import numpy
+    import scipy
+    import sympy
+    import torch
+
+    from maml_depth import __version__
+
+    return {"maml_depth": __version__, "python": platform.python_version(),
+            "torch": torch.__version__, "numpy": numpy.__version__, "sympy": sympy.__version__,
+            "scipy": scipy.__version__, "platform": platform.platform()}
+
+
+def run_claim(c: Claim, ctx: RunContext) -> ClaimResult:
+    """Run one claim; an import error of missing theory gives "not available", any other
+    exception a ``fail`` carrying the error (never a pass)."""
+    t0 = time.perf_counter()
+    try:
+        res = c.run(ctx)
+    except ImportError as exc:
+        res = ctx.not_available(f"theory or numerics it needs has not landed: {exc}")
+    except Exception as exc:  # a crash is a failed check, reported with its error
+        res = ctx.result(verdict="fail", measured=None, theory=None,
+                         summary=f"crashed: {type(exc).__name__}: {exc}",
+                         details={"traceback": traceback.format_exc()})
+    res.seconds = time.perf_counter() - t0
+    res.versions = versions()
+    res.title, res.statement, res.reference = c.title, c.statement, c.reference
+    res.config = {"budget": ctx.budget.name, "seed": ctx.seed, "device": ctx.device,
+                  **res.config}
+    return res

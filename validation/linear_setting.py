@@ -1,0 +1,154 @@
+"""The shared linear-regression setting of claims 3–5 and the networks meta-trained on it.
+
+MATH.md §4's exact comparison: m = 1, one inner step (k = 1) on the top layer only
+(S = {L}), hidden widths ≥ d. Hidden widths are ``2d``: with width exactly d a network can
+stall at a critical point where the top layer annihilates a direction of ``B_L`` (then
+``W_L B_L = W̄`` forces ``rank B_L < d`` and ``P = α B_LᵀB_L`` cannot reach a full-rank P*);
+width ``2d`` leaves room for ``B_L`` of full column rank.
+
+Each trained network is measured on fresh tasks by adapting it with autograd
+(numerics/), never by evaluating theory/ on its weights.
+
+References: MATH.md §4–5.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from maml_depth.numerics import (
+    DeepLinear,
+    InnerConfig,
+    LinearRegressionTasks,
+    OuterConfig,
+    Params,
+    meta_train,
+    train_population,
+)
+from maml_depth.validation.claims import Budget
+
+
+@dataclass(frozen=True)
+class LinearSetting:
+    """Anisotropic rotated Σ and Λ (eigenvalues geometric), W̄ ≠ 0 in the range of Λ."""
+
+    d: int = 4
+    n: int = 10
+    sigma: float = 0.5
+    alpha: float = 0.1
+    sigma_range: tuple[float, float] = (0.3, 3.0)
+    lam_range: tuple[float, float] = (0.5, 2.0)
+    lam_rank: int | None = None  # None: full rank
+    depth: int = 3
+    meta_batch: int = 64
+    lr: float = 1e-2
+
+    @property
+    def hidden(self) -> int:
+        return 2 * self.d
+
+    @property
+    def deep_dims(self) -> tuple[int, ...]:
+        return (self.d, *([self.hidden] * (self.depth - 1)), 1)
+
+    def outer(self, budget: Budget) -> OuterConfig:
+        """Adam with a cosine-decayed learning rate (no stochastic floor at the end)."""
+        return OuterConfig(meta_steps=budget.meta_steps, meta_batch=self.meta_batch, lr=self.lr,
+                           schedule="cosine", log_every=10)
+
+    def family(self, seed: int) -> LinearRegressionTasks:
+        g = torch.Generator().manual_seed(10_000 + seed)
+        lam = np.geomspace(*self.lam_range, self.d)
+        if self.lam_rank is not None:
+            lam[self.lam_rank:] = 0.0
+        base = LinearRegressionTasks.from_spectrum(
+            np.geomspace(*self.sigma_range, self.d).tolist(), lam.tolist(), sigma=self.sigma,
+            n_support=self.n, generator=g)
+        # W̄ in the range of Λ (reachable optimum D = 0 for every rank)
+        w = torch.randn(1, self.d, generator=g, dtype=torch.float64)
+        evals, evecs = torch.linalg.eigh(base.Lam)
+        U = evecs[:, evals > 1e-12 * float(evals.max())]
+        W_bar = (w @ U) @ U.T
+        W_bar = W_bar / W_bar.norm()
+        return LinearRegressionTasks(base.Sigma, W_bar, base.Lam, self.sigma, self.n)
+
+
+@dataclass
+class TrainedNets:
+    """Meta-trained shallow and deep networks of one seed, with trajectories."""
+
+    family: LinearRegressionTasks
+    shallow: DeepLinear
+    deep: DeepLinear
+    shallow_params: Params
+    deep_population: Params
+    deep_sampled: Params
+    trajectory_population: list[tuple[int, Params]] = field(default_factory=list)
+    trajectory_sampled: list[tuple[int, Params]] = field(default_factory=list)
+    diverged: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def extracted_P(self, params: Params, alpha: float) -> np.ndarray:
+        """``P = α B_LᵀB_L`` from the frozen layers below the top (MATH.md §4)."""
+        return alpha * (B_L(self.deep, params).T @ B_L(self.deep, params)).numpy()
+
+
+def B_L(model: DeepLinear, params: Params) -> torch.Tensor:
+    """``B_L = W_{L−1} ⋯ W_1`` (the layers below the adapted top layer)."""
+    ws = [params[k].detach() for k in model.weight_names[:-1]]
+    out = ws[0]
+    for w in ws[1:]:
+        out = w @ out
+    return out
+
+
+def inner(setting: LinearSetting, depth_one: bool = False) -> InnerConfig:
+    return InnerConfig(alpha=setting.alpha, adapt="all" if depth_one else "top")
+
+
+@functools.lru_cache(maxsize=16)
+def train_nets(setting: LinearSetting, budget: Budget, family_seed: int, seed: int,
+               device: str = "cpu") -> TrainedNets:
+    """Meta-train (1) the shallow model on sampled tasks, (2) the deep model on the
+    population objective (L-BFGS) and (3) the deep model on sampled tasks (Adam).
+
+    ``family_seed`` fixes the task family, ``seed`` the initialisation and task sampling.
+    Cached: claims 3 and 4 share these runs.
+    """
+    fam = setting.family(family_seed)
+    g = torch.Generator().manual_seed(seed)
+    shallow = DeepLinear((setting.d, 1), generator=g)
+    deep = DeepLinear(setting.deep_dims, init="gaussian", scale=1.0, generator=g)
+    outer = setting.outer(budget)
+    diverged = []
+    r_sh = meta_train(shallow, fam, inner(setting, True), outer, seed=seed)
+    traj_pop: list[tuple[int, Params]] = []
+    pop = train_population(deep, fam, alpha=setting.alpha, adapt="top",
+                           iterations=max(1, budget.population_steps // 100),
+                           callback=lambda it, p: traj_pop.append((it, p)))
+    traj_s: list[tuple[int, Params]] = []
+    every = max(1, budget.meta_steps // 30)
+
+    def record(step: int, p: Params, _s: Params) -> None:
+        if step % every < 10:
+            traj_s.append((step, {k: v.clone() for k, v in p.items()}))
+
+    r_deep = meta_train(deep, fam, inner(setting), outer, seed=seed + 1, callback=record)
+    for r in (r_sh, r_deep):
+        if r.diverged:
+            diverged.append(r.diverged)
+    return TrainedNets(fam, shallow, deep, r_sh.params, pop.params, r_deep.params, traj_pop,
+                       traj_s, diverged, {"shallow": r_sh.seconds, "population": pop.seconds,
+                                          "sampled": r_deep.seconds})
+
+
+def describe(setting: LinearSetting) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(setting) | {"deep_dims": list(setting.deep_dims), "adapt": "top (S = {L})",
+                              "steps": 1, "m": 1}

@@ -1,0 +1,38 @@
+"""Figures drawn by the claims (matplotlib, Agg backend), written atomically as PNG."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from maml_depth._io import atomic_write_bytes
+
+#: colour-blind-safe palette (Okabe–Ito)
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
+           "#000000"]
+
+
+def save_figure(out_dir: Path | None, name: str, draw: Callable[[Any], None],
+                size: tuple[float, float] = (6.0, 4.0)) -> list[str]:
+    """Draw with ``draw(ax)`` and write ``out_dir/name.png``; returns ``[path]`` (relative to
+    the report folder) or ``[]`` when ``out_dir`` is None."""
+    if out_dir is None:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context({"font.size": 11, "axes.prop_cycle": plt.cycler(color=PALETTE)}):
+        fig, ax = plt.subplots(figsize=size, dpi=120)
+        try:
+            draw(ax)
+            fig.tight_layout()
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png")
+        finally:
+            plt.close(fig)
+    path = atomic_write_bytes(Path(out_dir) / f"{name}.png", buf.getvalue())
+    return [f"{path.parent.name}/{path.name}"]

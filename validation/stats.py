@@ -1,0 +1,135 @@
+"""Confidence intervals and three-way verdicts.
+
+Every statistical check states its confidence level and sample size; a verdict is
+``pass`` only when the whole confidence interval lies inside the region the claim predicts,
+``fail`` when it lies wholly outside, and ``inconclusive`` otherwise — never rounded into a
+pass.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with a two-sided confidence interval at ``level`` from ``n`` samples."""
+
+    estimate: float
+    low: float
+    high: float
+    level: float
+    n: int
+    method: str
+
+    def as_list(self) -> list[float]:
+        return [self.low, self.high]
+
+    def __str__(self) -> str:
+        return (f"{self.estimate:.4g} [{self.low:.4g}, {self.high:.4g}] "
+                f"({100 * self.level:.0f}% {self.method}, n={self.n})")
+
+
+def mean_interval(x: Sequence[float] | np.ndarray, level: float = LEVEL) -> Interval:
+    """Student-t interval of the mean of ``x`` (n ≥ 2)."""
+    a = np.asarray(x, dtype=np.float64).ravel()
+    n = a.size
+    if n < 2:
+        raise ValueError(f"a confidence interval needs at least 2 samples, got {n}")
+    m = float(a.mean())
+    se = float(a.std(ddof=1) / math.sqrt(n))
+    h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    return Interval(m, m - h, m + h, level, n, "t-interval")
+
+
+def from_standard_error(estimate: float, se: float, n: int, level: float = LEVEL) -> Interval:
+    """Normal interval ``estimate ± z·se`` (for means of many samples, n large)."""
+    h = float(stats.norm.ppf(0.5 + level / 2)) * se
+    return Interval(estimate, estimate - h, estimate + h, level, n, "normal interval")
+
+
+def weighted_mean_interval(x: Sequence[float], se: Sequence[float], level: float = LEVEL
+                           ) -> Interval:
+    """Inverse-variance weighted mean of estimates ``x`` with known standard errors ``se``
+    and its normal interval (``se_w = (Σ 1/se²)^{−½}``). Zero-variance entries carry no
+    uncertainty and are left out of the average."""
+    a, s = np.asarray(x, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    keep = s > 0
+    if not keep.any():
+        m = float(a.mean())
+        return Interval(m, m, m, level, a.size, "exact")
+    w = 1.0 / s[keep] ** 2
+    m = float(np.sum(w * a[keep]) / np.sum(w))
+    iv = from_standard_error(m, float(np.sqrt(1.0 / np.sum(w))), a.size, level)
+    return Interval(iv.estimate, iv.low, iv.high, level, a.size, "inverse-variance weighted")
+
+
+def ratio_interval(num: np.ndarray, den: float, level: float = LEVEL) -> Interval:
+    """Interval of ``mean(num) / den`` for a known constant ``den ≠ 0``."""
+    iv = mean_interval(num, level)
+    lo, hi = sorted((iv.low / den, iv.high / den))
+    return Interval(iv.estimate / den, lo, hi, level, iv.n, iv.method)
+
+
+def clopper_pearson(failures: int, n: int, level: float = LEVEL) -> Interval:
+    """Exact binomial interval of a failure rate (``failures`` out of ``n`` cases)."""
+    k = failures
+    lo = 0.0 if k == 0 else float(stats.beta.ppf((1 - level) / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(0.5 + level / 2, k + 1, n - k))
+    return Interval(failures / n, lo, hi, level, n, "Clopper-Pearson")
+
+
+def verdict_within(iv: Interval, low: float, high: float) -> str:
+    """``pass`` if the interval lies in ``[low, high]``, ``fail`` if it misses it entirely,
+    else ``inconclusive``."""
+    if low <= iv.low and iv.high <= high:
+        return "pass"
+    if iv.high < low or iv.low > high:
+        return "fail"
+    return "inconclusive"
+
+
+def verdict_above(iv: Interval, threshold: float) -> str:
+    """``pass`` if the interval lies above ``threshold``, ``fail`` if wholly below."""
+    if iv.low > threshold:
+        return "pass"
+    if iv.high < threshold:
+        return "fail"
+    return "inconclusive"
+
+
+def verdict_below(iv: Interval, threshold: float) -> str:
+    """``pass`` if the interval lies below ``threshold``, ``fail`` if wholly above."""
+    if iv.high < threshold:
+        return "pass"
+    if iv.low > threshold:
+        return "fail"
+    return "inconclusive"
+
+
+def verdict_all_seeds(ok: Sequence[bool]) -> str:
+    """``pass`` if every seed meets the criterion, ``fail`` if none does, else
+    ``inconclusive``."""
+    if all(ok):
+        return "pass"
+    if not any(ok):
+        return "fail"
+    return "inconclusive"
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """All parts must pass: any fail → fail; else any inconclusive → inconclusive."""
+    if any(v == "fail" for v in verdicts):
+        return "fail"
+    if any(v == "not available" for v in verdicts):
+        return "not available"
+    if any(v == "inconclusive" for v in verdicts):
+        return "inconclusive"
+    return "pass"
