@@ -321,7 +321,17 @@ def _compiled(kind: str, L: int, S: tuple[int, ...], k: int, backend: str) -> Ca
         return compile_polynomial(_update_poly(L, S, k), backend)  # type: ignore[arg-type]
     f = compile_polynomial(_objective_poly(L, S, k), backend)  # type: ignore[arg-type]
 
-    def objective(*args: Any) -> Any:
+    names = ("wbar", "tau", "sigma", "s", "n")
+
+    def objective(*args: Any, **task: Any) -> Any:
+        if task:
+            unknown = sorted(set(task) - set(names))
+            if unknown or len(args) != L + 1 or len(task) != 5:
+                raise InvalidArgumentError(
+                    f"the depth-{L} scalar objective takes w_1..w_{L}, alpha and the keywords "
+                    f"wbar, tau, sigma, s, n; got {len(args)} positional and {sorted(task)}"
+                )
+            args = (*args, *(task[k] for k in names))
         if len(args) != L + 6:
             raise InvalidArgumentError(
                 f"the depth-{L} scalar objective takes {L + 6} arguments "
@@ -344,7 +354,8 @@ def scalar_objective_function(
     depth: int, adapt: _checks.AdaptSpec = "all", steps: int = 1, backend: Backend = "numpy"
 ) -> Callable[..., Any]:
     """Compiled :func:`scalar_maml_objective`:
-    ``f(w_1, …, w_L, alpha, wbar, tau, sigma, s, n)`` (elementwise, broadcasting; numpy
+    ``f(w_1, …, w_L, alpha, wbar, tau, sigma, s, n)``, the task parameters positionally in
+    that order or all five as keywords (elementwise, broadcasting; numpy
     arrays or torch tensors, differentiable for torch) — e.g. on a grid of ``(w_1, w_2)``
     for a loss surface. Compiled straight from the exact polynomial (float coefficients)."""
     return _compiled("objective", *_args(depth, adapt, steps), backend)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from typing import Any
 
 from maml_depth.errors import InvalidArgumentError
@@ -44,12 +45,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _parse_dims(text: str) -> tuple[int, ...]:
+    from maml_depth import _checks
+
     try:
-        return tuple(int(x) for x in text.split(","))
+        values = [int(x) for x in text.split(",")]
     except ValueError:
         raise InvalidArgumentError(
             f"--dims must be comma-separated integers, got {text!r}"
         ) from None
+    return _checks.dims("--dims", values)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,8 +98,10 @@ def run(args: argparse.Namespace) -> int:
                            dtype=dtype, device=device)
         inner = InnerConfig(alpha=args.alpha, adapt=adapt, steps=args.steps,
                             first_order=args.first_order, preconditioner=args.preconditioner)
-        res = meta_train(model, family, inner, outer, seed=args.seed, engine=args.engine,
-                         progress=not args.no_progress)
+        with warnings.catch_warnings():  # divergence is reported below, once
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = meta_train(model, family, inner, outer, seed=args.seed, engine=args.engine,
+                             progress=not args.no_progress)
         mean, se, n = evaluate(model, res.params, family, inner, num_tasks=args.eval_tasks,
                                seed=args.seed + 10_000)
         print(f"{name:8s} dims={','.join(map(str, mdims)):14s} adapt={adapt!s:4s} "
