@@ -77,6 +77,54 @@ def _prepare(
     return alpha, names, steps, get_preconditioner(preconditioner)
 
 
+GradientFn = Callable[[Callable[[Params], Tensor], Params, bool], Params]
+
+
+def _grad_func(loss: Callable[[Params], Tensor], fast: Params, create_graph: bool) -> Params:
+    """``∇ loss(fast)`` with ``torch.func.grad`` (vmappable; always differentiable)."""
+    return torch.func.grad(loss)(fast)  # type: ignore[no-any-return]
+
+
+def _grad_autograd(loss: Callable[[Params], Tensor], fast: Params, create_graph: bool
+                   ) -> Params:
+    """``∇ loss(fast)`` with ``torch.autograd.grad`` (one task; the reference)."""
+    leaves = {k: v if v.requires_grad else v.detach().requires_grad_() for k, v in fast.items()}
+    grads = torch.autograd.grad(loss(leaves), list(leaves.values()), create_graph=create_graph)
+    return dict(zip(leaves, grads, strict=True))
+
+
+def _adapt(
+    gradient: GradientFn,
+    model: nn.Module,
+    params: Params,
+    X: Tensor,
+    Y: Tensor,
+    alpha: float | Tensor,
+    adapt: _checks.AdaptSpec,
+    steps: int,
+    first_order: bool,
+    loss_fn: LossFn,
+    preconditioner: str | Preconditioner | None,
+    precond_state: Params | None,
+) -> Params:
+    """The inner loop shared by both implementations; ``gradient`` computes ``∇θ_S ℓ``."""
+    alpha, names, steps, pre = _prepare(model, params, X, Y, alpha, adapt, steps, preconditioner)
+    state = precond_state or {}
+    frozen = {k: v for k, v in params.items() if k not in names}
+    fast = {k: params[k] for k in names}
+
+    def support_loss(sub: Params) -> Tensor:
+        return loss_fn(functional_call(model, {**frozen, **sub}, (X,)), Y)
+
+    for _ in range(steps):
+        g = gradient(support_loss, fast, not first_order)
+        if first_order:
+            g = {k: v.detach() for k, v in g.items()}
+        d = pre.apply(state, g)
+        fast = {k: fast[k] - alpha * d[k] for k in names}
+    return {**frozen, **fast}
+
+
 def inner_adapt(
     model: nn.Module,
     params: Params,
@@ -97,7 +145,8 @@ def inner_adapt(
         model: the network, evaluated with ``functional_call(model, params, (X,))``.
         params: all parameters (name → tensor), e.g. ``get_params(model)``.
         X, Y: support inputs ``(n, d_0)`` and targets ``(n, d_L)`` (rows are samples).
-        alpha: inner step size α (finite).
+        alpha: inner step size α (finite; a scalar tensor makes the result differentiable
+            in α).
         adapt: adapted layers, 1-based (``"all"``, an index, or a list).
         steps: number of inner steps k ≥ 1.
         first_order: FOMAML (detach the inner gradient).
@@ -108,26 +157,13 @@ def inner_adapt(
     Returns:
         All parameters, the adapted ones replaced (the others are the same tensors).
 
-    Works under ``torch.func.vmap`` (batched over tasks) and is differentiable.
+    Works under ``torch.func.vmap`` (batched over tasks) and is differentiable
+    (``torch.func.grad``).
 
     References: MATH.md §1; Finn, Abbeel, Levine (2017), eq. (1).
     """
-    alpha, names, steps, pre = _prepare(model, params, X, Y, alpha, adapt, steps, preconditioner)
-    state = precond_state or {}
-    frozen = {k: v for k, v in params.items() if k not in names}
-    fast = {k: params[k] for k in names}
-
-    def support_loss(sub: Params) -> Tensor:
-        return loss_fn(functional_call(model, {**frozen, **sub}, (X,)), Y)
-
-    grad_fn = torch.func.grad(support_loss)
-    for _ in range(steps):
-        g = grad_fn(fast)
-        if first_order:
-            g = {k: v.detach() for k, v in g.items()}
-        d = pre.apply(state, g)
-        fast = {k: fast[k] - alpha * d[k] for k in names}
-    return {**frozen, **fast}
+    return _adapt(_grad_func, model, params, X, Y, alpha, adapt, steps, first_order, loss_fn,
+                  preconditioner, precond_state)
 
 
 def inner_adapt_autograd(
@@ -144,26 +180,10 @@ def inner_adapt_autograd(
     preconditioner: str | Preconditioner | None = None,
     precond_state: Params | None = None,
 ) -> Params:
-    """:func:`inner_adapt` with ``torch.autograd.grad`` on one task (the reference).
-
-    Same formula, arguments and result; not vmappable. Parameters that do not require grad
-    are treated as leaves for the inner gradient.
+    """:func:`inner_adapt` with ``torch.autograd.grad(create_graph=not first_order)`` on one
+    task — the way learn2learn and higher work; the reference the batched engines are tested
+    against. Same formula, arguments and result; not vmappable. Parameters that do not
+    require grad are treated as leaves for the inner gradient.
     """
-    alpha, names, steps, pre = _prepare(model, params, X, Y, alpha, adapt, steps, preconditioner)
-    state = precond_state or {}
-    fast = {k: params[k] if params[k].requires_grad else params[k].detach().requires_grad_()
-            for k in names}
-    full = dict(params)
-    for _ in range(steps):
-        full.update(fast)
-        loss = loss_fn(functional_call(model, full, (X,)), Y)
-        grads = torch.autograd.grad(
-            loss, [fast[k] for k in names], create_graph=not first_order
-        )
-        g = dict(zip(names, grads, strict=True))
-        if first_order:
-            g = {k: v.detach() for k, v in g.items()}
-        d = pre.apply(state, g)
-        fast = {k: fast[k] - alpha * d[k] for k in names}
-    full.update(fast)
-    return full
+    return _adapt(_grad_autograd, model, params, X, Y, alpha, adapt, steps, first_order,
+                  loss_fn, preconditioner, precond_state)

@@ -5,44 +5,6 @@ theory/ never imports numerics/: it compiles its own expressions to torch.
 """
 
 # --- update rules (MATH.md §1) ------------------------------------------------------------
-from maml_depth.theory.scalar import (
-    ScalarSymbols,
-    scalar_layer_updates,
-    scalar_maml_objective,
-    scalar_objective_function,
-    scalar_symbols,
-    scalar_task_objective,
-    scalar_update,
-    scalar_update_function,
-)
-from maml_depth.theory.update_rule import (
-    RuleSymbols,
-    UpdateRule,
-    exact_update,
-    first_order_preconditioner,
-    first_order_preconditioner_symbolic,
-    rule_symbols,
-    update_rule,
-)
-
-_UPDATE_RULE_ALL = [
-    "RuleSymbols",
-    "ScalarSymbols",
-    "UpdateRule",
-    "exact_update",
-    "first_order_preconditioner",
-    "first_order_preconditioner_symbolic",
-    "rule_symbols",
-    "scalar_layer_updates",
-    "scalar_maml_objective",
-    "scalar_objective_function",
-    "scalar_symbols",
-    "scalar_task_objective",
-    "scalar_update",
-    "scalar_update_function",
-    "update_rule",
-]
-
 # --- expected loss and preconditioners (MATH.md §2–4) ---------------------------------------
 from maml_depth.theory.expected_loss import (
     derive_expected_loss,
@@ -67,16 +29,41 @@ from maml_depth.theory.preconditioners import (
     optimal_preconditioner,
     preconditioned_loss,
 )
+from maml_depth.theory.scalar import (
+    ScalarSymbols,
+    scalar_layer_updates,
+    scalar_maml_objective,
+    scalar_objective_function,
+    scalar_symbols,
+    scalar_task_objective,
+    scalar_update,
+    scalar_update_function,
+)
+from maml_depth.theory.update_rule import (
+    RuleSymbols,
+    UpdateRule,
+    exact_update,
+    first_order_preconditioner,
+    first_order_preconditioner_symbolic,
+    rule_symbols,
+    update_rule,
+)
 
-_EXPECTED_LOSS_ALL = [
+__all__ = [
     "GaussianMoments",
     "KroneckerPreconditioner",
     "OptimalPreconditioner",
     "RegressionMoments",
+    "RuleSymbols",
+    "ScalarSymbols",
+    "UpdateRule",
     "derive_expected_loss",
+    "exact_update",
     "expected_loss",
     "expected_loss_general_prior",
     "expected_loss_symbolic",
+    "first_order_preconditioner",
+    "first_order_preconditioner_symbolic",
     "fixed_step_loss",
     "gaussian_moment",
     "isotropic_symbols",
@@ -86,5 +73,14 @@ _EXPECTED_LOSS_ALL = [
     "optimal_preconditioner",
     "population_maml_loss",
     "preconditioned_loss",
+    "rule_symbols",
+    "scalar_layer_updates",
+    "scalar_maml_objective",
+    "scalar_objective_function",
+    "scalar_symbols",
+    "scalar_task_objective",
+    "scalar_update",
+    "scalar_update_function",
+    "update_rule",
     "verify_moment_identities",
 ]

@@ -37,7 +37,6 @@ import sympy as sp
 from sympy.polys.rings import PolyElement, ring
 
 from maml_depth import _checks
-
 from maml_depth.errors import InvalidArgumentError
 
 from .compile import Backend, compile_polynomial
@@ -80,7 +79,7 @@ class ScalarSymbols:
     n: sp.Symbol
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def scalar_symbols(depth: int) -> ScalarSymbols:
     """The symbols of the depth-``depth`` scalar case (see :class:`ScalarSymbols`)."""
     L = _checks.positive_int("depth", depth)
@@ -132,7 +131,7 @@ def _steps(
 @functools.lru_cache(maxsize=64)
 def _layer_updates(L: int, S: tuple[int, ...], k: int) -> tuple[sp.Expr, ...]:
     sy = scalar_symbols(L)
-    R, *gens = ring([*sy.w, sy.alpha, sy.s_xx, sy.s_xy], sp.QQ)
+    _, *gens = ring([*sy.w, sy.alpha, sy.s_xx, sy.s_xy], sp.QQ)
     ws, alpha, sxx, sxy = gens[:L], gens[L], gens[L + 1], gens[L + 2]
     out = _steps(list(ws), alpha, S, k, lambda w: w * sxx - sxy)
     return tuple(p.as_expr() for p in out)
@@ -190,7 +189,8 @@ def scalar_task_objective(
 def _task_objective(L: int, S: tuple[int, ...], k: int) -> sp.Expr:
     sy = scalar_symbols(L)
     R, *gens = ring([*sy.w, sy.alpha, sy.s_xx, sy.s_xy, sy.q_xx, sy.q_xy, sy.q_yy], sp.QQ)
-    ws, alpha, sxx, sxy, qxx, qxy, qyy = gens[:L], *gens[L:]
+    ws = gens[:L]
+    alpha, sxx, sxy, qxx, qxy, qyy = gens[L : L + 6]
     w = _prod(_steps(list(ws), alpha, S, k, lambda v: v * sxx - sxy), R.one)
     half = sp.QQ(1, 2)
     return (half * (qxx * w**2 - 2 * qxy * w + qyy)).as_expr()
@@ -268,7 +268,7 @@ def _objective_poly(L: int, S: tuple[int, ...], k: int) -> PolyElement:
     E, *h = ring([*sy.w, sy.alpha, sy.wbar, sy.tau, sy.sigma, sy.s, 1 / sy.n], sp.QQ)
     wbar, tau, sigma, s, ninv = h[L + 1 :]
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def m_w(a: int) -> PolyElement:  # E[w_t^a], w_t ~ N(w̄, τ²)
         return sum(
             (math.comb(a, i) * _double_factorial(i - 1) * wbar ** (a - i) * tau**i
@@ -276,7 +276,7 @@ def _objective_poly(L: int, S: tuple[int, ...], k: int) -> PolyElement:
             E.zero,
         )
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def m_s(r: int) -> PolyElement:  # E[ŝ^r] = s^r Π_{i<r} (1 + 2i/n)
         out = s**r
         for i in range(r):

@@ -90,7 +90,7 @@ class RuleSymbols:
     widths: tuple[sp.Symbol, ...]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def rule_symbols(depth: int) -> RuleSymbols:
     """Symbols ``W_1 … W_L, X, Y, G, alpha, n, d_0 … d_L`` of a depth-``depth`` network."""
     L = _checks.positive_int("depth", depth)
@@ -335,7 +335,9 @@ class UpdateRule:
         raw = self._raw(kind, backend)
         depth = self.depth
 
-        def evaluate(weights: Sequence[Any], X: Any, Y: Any, alpha: Any, *, check: bool = True):
+        def evaluate(
+            weights: Sequence[Any], X: Any, Y: Any, alpha: Any, *, check: bool = True
+        ) -> Any:
             if check:
                 weights, X, Y, alpha = _validate(weights, X, Y, alpha, depth, backend)
             return raw(*weights, X, Y, alpha, X.shape[-1])[0]
@@ -631,7 +633,11 @@ def first_order_preconditioner(weights: Sequence[Any], adapt: _checks.AdaptSpec 
     L = len(weights)
     S = _checks.resolve_adapt(adapt, L)
     backend = "torch" if any(_is_torch(w) for w in weights) else "numpy"
-    d, m = np.shape(weights[0])[-1], np.shape(weights[-1])[-2]
+    first, last = (tuple(getattr(w, "shape", np.shape(w))) for w in (weights[0], weights[-1]))
+    if len(first) < 2 or len(last) < 2:
+        bad, shp = (0, first) if len(first) < 2 else (L - 1, last)
+        raise ShapeError(f"weights[{bad}] (W_{bad + 1}) has shape {shp}, expected a matrix")
+    d, m = first[-1], last[-2]
     dummy_X = _zeros_like(weights[0], (d, 1), backend)
     dummy_Y = _zeros_like(weights[0], (m, 1), backend)
     Ws, _, _, _ = _validate(weights, dummy_X, dummy_Y, 0.0, None, backend)
@@ -660,6 +666,10 @@ def first_order_preconditioner(weights: Sequence[Any], adapt: _checks.AdaptSpec 
         kron = einsum("...ij,...kl->...ikjl", right, left)
         kron = kron.reshape(*kron.shape[:-4], d * m, d * m)
         P = kron if P is None else P + kron
+    batch = tuple(np.broadcast_shapes(*(tuple(w.shape[:-2]) for w in Ws)))
+    if tuple(P.shape[:-2]) != batch:  # e.g. L = 1: P = I, the batch shape comes from W_1
+        shape = (*batch, d * m, d * m)
+        P = P.expand(*shape).clone() if backend == "torch" else np.broadcast_to(P, shape).copy()
     return P
 
 

@@ -14,8 +14,6 @@ References: MATH.md §4, §5.5; paper §3–4.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 from scipy.linalg import subspace_angles
@@ -24,7 +22,7 @@ from maml_depth.numerics import DeepLinear, meta_train
 from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
 from maml_depth.validation.linear_setting import B_L, LinearSetting, describe, inner
-from maml_depth.validation.plots import save_figure
+from maml_depth.validation.plots import trajectory_figure
 
 TOL_DEG = 10.0
 SETTING = LinearSetting(d=6, lam_rank=2, lam_range=(0.5, 2.0))
@@ -74,16 +72,12 @@ def run(ctx: RunContext) -> ClaimResult:
     iv = stats.mean_interval(worst)
     iv0 = stats.mean_interval(worst0)
     verdict = stats.verdict_all_seeds([a < TOL_DEG for a in worst])
-    def draw(ax: Any) -> None:
-        steps, ang = zip(*traj, strict=True) if traj else ((), ())
-        ax.plot(steps, ang, marker="o", ms=3, label="largest principal angle (seed 0)")
-        ax.axhline(TOL_DEG, ls="--", color="gray", label=f"tolerance {TOL_DEG}°")
-        ax.set_xlabel("meta-training step")
-        ax.set_ylabel("angle between row space of B_L and range(Λ) (degrees)")
-        ax.set_title("Bottom layers align with the task subspace")
-        ax.legend()
-
-    figures = save_figure(ctx.out_dir, "claim5_principal_angles", draw)
+    figures = trajectory_figure(
+        ctx.out_dir, "claim5_principal_angles", traj,
+        label="largest principal angle (seed 0)", tolerance=TOL_DEG,
+        tol_label=f"tolerance {TOL_DEG}°",
+        ylabel="angle between row space of B_L and range(Λ) (°)",
+        title="Bottom layers align with the task subspace")
     return ctx.result(
         figures=figures,
         verdict=verdict, measured=iv.estimate, theory=0.0, interval=iv,

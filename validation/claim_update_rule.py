@@ -17,7 +17,7 @@ import torch
 from maml_depth.numerics import DeepLinear, inner_adapt
 
 try:
-    from maml_depth.theory.update_rule import exact_update, first_order_preconditioner
+    from maml_depth.theory import exact_update, first_order_preconditioner
 except ImportError as _exc:  # the update-rule theory has not landed: "not available"
     _MISSING: str | None = str(_exc)
 else:

@@ -13,8 +13,6 @@ References: MATH.md §1, §4, §5.4; paper §3 ("upper layers are meta-learned t
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 
@@ -23,7 +21,7 @@ from maml_depth.theory import optimal_preconditioner
 from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
 from maml_depth.validation.linear_setting import LinearSetting, TrainedNets, describe, train_nets
-from maml_depth.validation.plots import save_figure
+from maml_depth.validation.plots import trajectory_figure
 
 TOL_POPULATION = 1e-3
 TOL_SAMPLED = 0.15
@@ -79,16 +77,11 @@ def run(ctx: RunContext) -> ClaimResult:
     verdict = stats.combine([stats.verdict_below(iv_pop, TOL_POPULATION),
                              stats.verdict_below(iv_s, TOL_SAMPLED),
                              "pass" if step_err <= TOL_STEP else "fail"])
-    def draw(ax: Any) -> None:
-        steps, errs = zip(*traj, strict=True) if traj else ((), ())
-        ax.semilogy(steps, errs, marker="o", ms=3, label="sampled-task training (seed 0)")
-        ax.axhline(TOL_SAMPLED, ls="--", color="gray", label=f"tolerance {TOL_SAMPLED}")
-        ax.set_xlabel("meta-training step")
-        ax.set_ylabel("‖α B_LᵀB_L − P*‖_F / ‖P*‖_F")
-        ax.set_title("Extracted preconditioner → P*")
-        ax.legend()
-
-    figures = save_figure(ctx.out_dir, "claim4_preconditioner_error", draw)
+    figures = trajectory_figure(
+        ctx.out_dir, "claim4_preconditioner_error", traj, log=True,
+        label="sampled-task training (seed 0)", tolerance=TOL_SAMPLED,
+        tol_label=f"tolerance {TOL_SAMPLED}", ylabel="‖α B_LᵀB_L − P*‖_F / ‖P*‖_F",
+        title="Extracted preconditioner → P*")
     return ctx.result(
         figures=figures,
         verdict=verdict, measured=iv_s.estimate, theory=0.0, interval=iv_s,

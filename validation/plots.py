@@ -36,3 +36,20 @@ def save_figure(out_dir: Path | None, name: str, draw: Callable[[Any], None],
             plt.close(fig)
     path = atomic_write_bytes(Path(out_dir) / f"{name}.png", buf.getvalue())
     return [f"{path.parent.name}/{path.name}"]
+
+
+def trajectory_figure(out_dir: Path | None, name: str, trajectory: list[tuple[int, float]], *,
+                      label: str, tolerance: float, tol_label: str, ylabel: str, title: str,
+                      log: bool = False) -> list[str]:
+    """A quantity over meta-training steps with its tolerance line."""
+
+    def draw(ax: Any) -> None:
+        steps, vals = zip(*trajectory, strict=True) if trajectory else ((), ())
+        (ax.semilogy if log else ax.plot)(steps, vals, marker="o", ms=3, label=label)
+        ax.axhline(tolerance, ls="--", color="gray", label=tol_label)
+        ax.set_xlabel("meta-training step")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend()
+
+    return save_figure(out_dir, name, draw)

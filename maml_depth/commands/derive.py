@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         if latex:
             print(f"P = {sp.latex(P)}")
         else:
-            print("first order: vec W' = vec W - alpha * P * vec G + O(alpha**2), column-major vec,")
+            print("first order: vec W' = vec W - alpha * P * vec G + O(alpha**2), "
+                  "column-major vec,")
             print("  (KroneckerProduct(B, A) = B ⊗ A; I = identity of width d_0 or d_L)")
             print(f"  P = {sp.sstr(P)}")
     if args.scalar:

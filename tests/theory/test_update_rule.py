@@ -93,7 +93,7 @@ def vec(M):
 
 @given(rule_cases())
 def test_compiled_rule_equals_autograd(case):
-    dims, S, k, Ws, X, Y, alpha = case
+    _, S, k, Ws, X, Y, alpha = case
     expected = autograd_update(Ws, X, Y, alpha, S, k)
     rule = update_rule(len(Ws), S, k)
     assert_close(rule.numpy()(Ws, X, Y, alpha), expected, what=f"numpy rule {rule}")
@@ -106,7 +106,7 @@ def test_compiled_rule_equals_autograd(case):
 
 @given(rule_cases(max_steps=1))
 def test_expanded_subset_sum_equals_product_form(case):
-    dims, S, _, Ws, X, Y, alpha = case
+    _, S, _, Ws, X, Y, alpha = case
     rule = update_rule(len(Ws), S)
     expected = autograd_update(Ws, X, Y, alpha, S)
     assert_close(rule.expanded_function()(Ws, X, Y, alpha), expected, what="expanded sum")
@@ -118,7 +118,7 @@ def test_expanded_subset_sum_equals_product_form(case):
 def test_degree_is_size_of_S_and_higher_coefficients_vanish(case):
     """Interpolate the autograd result in α at L + 2 nodes: the coefficients of α^p match
     C_p for p ≤ |S|, vanish above, and C_|S| is non-zero."""
-    dims, S, _, Ws, X, Y, _ = case
+    _, S, _, Ws, X, Y, _ = case
     L = len(Ws)
     rule = update_rule(L, S)
     assert rule.degree == len(S) == max(rule.coefficients)
@@ -158,9 +158,13 @@ def test_first_order_coefficient_is_minus_P_vec_G(case):
     assert_close(P, P.T, what="P symmetric")
     assert np.linalg.eigvalsh(P).min() >= -1e-10 * max(1.0, np.abs(P).max())
     # torch in, torch out (and batched over leading dimensions)
-    tP = first_order_preconditioner([torch.from_numpy(w) for w in Ws], S)
-    assert isinstance(tP, torch.Tensor)
+    tW = [torch.from_numpy(w).requires_grad_() for w in Ws]
+    tP = first_order_preconditioner(tW, S)
+    assert isinstance(tP, torch.Tensor) and (tP.requires_grad or len(Ws) == 1)
     assert_close(tP, P, what="torch P")
+    batched = first_order_preconditioner([torch.stack([w, 2 * w]) for w in tW], S)
+    assert batched.shape == (2, m * d, m * d)
+    assert_close(batched[0], P, what="batched P")
 
 
 @given(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
-from sympy.matrices.expressions import MatrixSymbol, Trace
+from sympy.matrices.expressions import Trace
 
 from maml_depth.theory import (
     first_order_preconditioner,

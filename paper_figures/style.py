@@ -1,0 +1,175 @@
+"""One matplotlib style for every paper figure.
+
+Readable fonts, light grids, no top/right spines, the Okabe–Ito colour-blind-safe palette of
+:mod:`maml_depth.validation.plots` (with fixed roles: shallow/MAML orange, deep blue, …),
+theory drawn as lines (dashed/dotted), measurements as markers with 95% error bars or bands.
+Figures are :class:`matplotlib.figure.Figure` objects created without pyplot (no global
+state), drawn inside :func:`context`, and written atomically as PNG and PDF by :func:`save`
+at :data:`DPI`, so a figure of ``w × h`` inches is exactly ``round(w·DPI) × round(h·DPI)``
+pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib as mpl
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from maml_depth._io import atomic_write_bytes
+from maml_depth.validation.plots import PALETTE
+
+__all__ = [
+    "COLORS",
+    "DPI",
+    "FORMATS",
+    "PALETTE",
+    "RC",
+    "band",
+    "context",
+    "errorbars",
+    "new_figure",
+    "not_available",
+    "panel_label",
+    "pixel_size",
+    "plain_log_axis",
+    "save",
+    "theory_line",
+]
+
+#: resolution of the PNG files (PDF is vector)
+DPI = 150
+FORMATS: tuple[str, ...] = ("png", "pdf")
+
+#: semantic colour roles (Okabe–Ito)
+COLORS: dict[str, str] = {
+    "shallow": PALETTE[1],  # vermillion
+    "deep": PALETTE[0],  # blue
+    "deep-all": PALETTE[5],  # sky blue
+    "meta-sgd": PALETTE[2],  # bluish green
+    "meta-curvature": PALETTE[3],  # reddish purple
+    "kfo": PALETTE[4],  # orange
+    "theory": PALETTE[7],  # black
+    "reference": "#777777",
+}
+
+RC: dict[str, Any] = {
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.titleweight": "bold",
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "lines.linewidth": 1.8,
+    "lines.markersize": 5,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": mpl.cycler(color=PALETTE),
+    "image.cmap": "viridis",
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "pdf.fonttype": 42,  # TrueType in PDF (editable text)
+    "svg.fonttype": "none",
+}
+
+
+@contextlib.contextmanager
+def context() -> Iterator[None]:
+    """The paper-figure rc parameters (draw *and* save inside this context)."""
+    with mpl.rc_context(RC):
+        yield
+
+
+def new_figure(size: tuple[float, float], ncols: int = 1, nrows: int = 1,
+               **kw: Any) -> tuple[Figure, Any]:
+    """A constrained-layout figure of ``size`` inches with a grid of axes (no pyplot)."""
+    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
+    return fig, axes
+
+
+def pixel_size(size: tuple[float, float]) -> tuple[int, int]:
+    """``(width, height)`` in pixels of a PNG of ``size`` inches."""
+    return round(size[0] * DPI), round(size[1] * DPI)
+
+
+def save(fig: Figure, out_dir: str | Path, stem: str,
+         formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write ``out_dir/stem.{png,pdf}`` atomically; returns the paths. Metadata without
+    dates, so that unchanged data gives unchanged files."""
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        meta: dict[str, Any] = ({"Software": None} if fmt == "png"
+                                else {"CreationDate": None, "Creator": None, "Producer": None})
+        fig.savefig(buf, format=fmt, dpi=DPI, metadata=meta)
+        paths.append(atomic_write_bytes(Path(out_dir) / f"{stem}.{fmt}", buf.getvalue()))
+    return paths
+
+
+# -- drawing helpers ------------------------------------------------------------------------
+def theory_line(ax: Axes, y: float, label: str, color: str, ls: str = "--") -> None:
+    """A horizontal theory asymptote."""
+    ax.axhline(y, ls=ls, lw=1.4, color=color, label=label, zorder=1)
+
+
+def band(ax: Axes, x: Any, mean: Any, low: Any, high: Any, *, color: str, label: str,
+         marker: str | None = None) -> None:
+    """Mean line with a shaded 95% band."""
+    ax.plot(x, mean, color=color, label=label, marker=marker, ms=3)
+    ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
+
+
+def errorbars(ax: Axes, x: Any, mean: Any, low: Any, high: Any, *, color: str, label: str,
+              marker: str = "o", offset: float = 0.0, log_offset: bool = False,
+              filled: bool = True) -> None:
+    """Measured points with asymmetric 95% error bars (``low``/``high`` are the interval
+    ends, not widths). ``offset`` shifts the points horizontally (multiplicatively when
+    ``log_offset``) so that overlapping series stay readable."""
+    x = np.asarray(x, dtype=float)
+    xs = x * (1 + offset) if log_offset else x + offset
+    mean, low, high = (np.asarray(v, dtype=float) for v in (mean, low, high))
+    yerr = np.vstack([np.maximum(mean - low, 0), np.maximum(high - mean, 0)])
+    ax.errorbar(xs, mean, yerr=yerr, fmt=marker, color=color, label=label, capsize=3,
+                ms=5, lw=1.2, mfc=color if filled else "white", zorder=3)
+
+
+def plain_log_axis(ax: Axes, axis: str = "y") -> None:
+    """Log scale with plain-number tick labels (0.5, 1, 2 … rather than 5×10⁻¹)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(fmt)
+    target.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
+
+
+def not_available(ax: Axes, what: str) -> None:
+    """Mark a panel whose input has not landed."""
+    ax.text(0.5, 0.5, f"not available:\n{what}", ha="center", va="center",
+            transform=ax.transAxes, fontsize=11, color=COLORS["reference"], wrap=True)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+def panel_label(ax: Axes, letter: str) -> None:
+    """``(a)``, ``(b)`` … in the upper-left corner, outside the axes."""
+    ax.set_title(f"({letter})", loc="left", fontweight="bold", fontsize=11)

@@ -1,0 +1,23 @@
+"""One tiny-budget build of all six figures, shared by the tests of this folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def figure_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("figures")
+    return root / "out", root / "cache"
+
+
+@pytest.fixture(scope="session")
+def built(figure_dirs: tuple[Path, Path]) -> dict[int, Any]:
+    """``{number: BuildResult}`` of every figure on the tiny budget (computed once)."""
+    from maml_depth.paper_figures import FIGURES, build_figure
+
+    out, cache = figure_dirs
+    return {num: build_figure(num, "tiny", out, cache_dir=cache) for num in FIGURES}
