@@ -79,7 +79,9 @@ class FigureCache:
         """Write the pair atomically (arrays first, then the JSON that vouches for them)."""
         npz, js = self.paths(key)
         buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in data.arrays.items()})
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in data.arrays.items()}
+        save_npz: Any = np.savez_compressed
+        save_npz(buf, **arrays)
         raw = buf.getvalue()
         atomic_write_bytes(npz, raw)
         atomic_write_json(js, {"format": CACHE_FORMAT, "key": key,

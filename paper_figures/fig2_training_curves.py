@@ -68,8 +68,9 @@ def logr_family() -> Any:
 
     c = LOGR
     g = torch.Generator().manual_seed(c["family_seed"])
-    S = LinearRegressionTasks.from_spectrum(np.geomspace(*c["sigma_range"], c["d"]).tolist(),
-                                            generator=g).Sigma
+    lo, hi = c["sigma_range"]
+    S = LinearRegressionTasks.from_spectrum(
+        np.geomspace(float(lo), float(hi), int(c["d"])).tolist(), generator=g).Sigma
     wb = torch.randn(1, c["d"], generator=g, dtype=torch.float64)
     return LogisticTasks(c["d"], n_support=c["n_support"], n_query=c["n_query"], tau=c["tau"],
                          W_bar=wb / wb.norm(), Sigma=S)

@@ -17,12 +17,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
 import matplotlib as mpl
 import numpy as np
+from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
@@ -79,7 +76,7 @@ RC: dict[str, Any] = {
     "grid.linewidth": 0.6,
     "axes.spines.top": False,
     "axes.spines.right": False,
-    "axes.prop_cycle": mpl.cycler(color=PALETTE),
+    "axes.prop_cycle": cycler(color=PALETTE),
     "image.cmap": "viridis",
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
@@ -91,7 +88,8 @@ RC: dict[str, Any] = {
 @contextlib.contextmanager
 def context() -> Iterator[None]:
     """The paper-figure rc parameters (draw *and* save inside this context)."""
-    with mpl.rc_context(RC):
+    rc: Any = RC
+    with mpl.rc_context(rc):
         yield
 
 
@@ -135,7 +133,8 @@ def band(ax: Axes, x: Any, mean: Any, low: Any, high: Any, *, color: str, label:
     ax.fill_between(x, low, high, color=color, alpha=0.2, lw=0)
 
 
-def errorbars(ax: Axes, x: Any, mean: Any, low: Any, high: Any, *, color: str, label: str,
+def errorbars(ax: Axes, x: Any, mean: Any, low: Any, high: Any, *, color: str,
+              label: str | None,
               marker: str = "o", offset: float = 0.0, log_offset: bool = False,
               filled: bool = True) -> None:
     """Measured points with asymmetric 95% error bars (``low``/``high`` are the interval

@@ -130,20 +130,27 @@ class Claim:
     statement: str
     reference: str
     run: Callable[[RunContext], ClaimResult]
+    budgets: tuple[str, ...] = ("quick", "full")
 
 
 CLAIMS: dict[str, Claim] = {}
 
 
 def claim(
-    id: str, *, title: str, statement: str, reference: str, number: int | None = None
+    id: str, *, title: str, statement: str, reference: str, number: int | None = None,
+    budgets: tuple[str, ...] = ("quick", "full"),
 ) -> Callable[[Callable[[RunContext], ClaimResult]], Callable[[RunContext], ClaimResult]]:
-    """Decorator registering ``fn(ctx) -> ClaimResult`` as a claim."""
+    """Decorator registering ``fn(ctx) -> ClaimResult`` as a claim.
+
+    ``budgets``: the budgets whose default run includes the claim (a claim too expensive
+    for ``quick`` names only ``("full",)``; selecting it explicitly with a smaller budget
+    reports "not available").
+    """
 
     def deco(fn: Callable[[RunContext], ClaimResult]) -> Callable[[RunContext], ClaimResult]:
         if id in CLAIMS:
             raise ValueError(f"a claim with id {id!r} is already registered")
-        CLAIMS[id] = Claim(id, number, title, statement, reference, fn)
+        CLAIMS[id] = Claim(id, number, title, statement, reference, fn, tuple(budgets))
         return fn
 
     return deco
@@ -167,7 +174,11 @@ def run_claim(c: Claim, ctx: RunContext) -> ClaimResult:
     exception a ``fail`` carrying the error (never a pass)."""
     t0 = time.perf_counter()
     try:
-        res = c.run(ctx)
+        if ctx.budget.name in BUDGETS and ctx.budget.name not in c.budgets:
+            res = ctx.not_available(
+                f"runs only with --budget {' or '.join(c.budgets)} (this run: {ctx.budget.name})")
+        else:
+            res = c.run(ctx)
     except ImportError as exc:
         res = ctx.not_available(f"theory or numerics it needs has not landed: {exc}")
     except Exception as exc:  # a crash is a failed check, reported with its error

@@ -40,12 +40,16 @@ def run(args: argparse.Namespace) -> int:
         except ImportError as exc:
             raise ConfigError(f"--plugin: cannot import {mod!r}: {exc}") from None
     if args.list:
-        for c in CLAIMS.values():
-            print(f"{c.id:28s} {c.title}")
+        for c in sorted(CLAIMS.values(), key=lambda c: (c.number is None, c.number or 0)):
+            print(f"{c.id:28s} {c.title}  [budgets: {', '.join(c.budgets)}]")
         return 0
     if args.budget not in BUDGETS:
         raise ConfigError(f"--budget must be one of {sorted(BUDGETS)}, got {args.budget!r}")
-    ids = list(CLAIMS) if not args.claims else [c.strip() for c in args.claims.split(",")]
+    ordered = sorted(CLAIMS.values(), key=lambda c: (c.number is None, c.number or 0, c.id))
+    if args.claims:
+        ids = [c.strip() for c in args.claims.split(",")]
+    else:  # every claim that runs in this budget, in the order of MATH.md §5
+        ids = [c.id for c in ordered if args.budget in c.budgets]
     unknown = [c for c in ids if c not in CLAIMS]
     if unknown:
         raise ConfigError(f"--claims: unknown claim id(s) {unknown}; known: {list(CLAIMS)}")

@@ -379,6 +379,12 @@ def _fmt(domain: str, x: float) -> str:
     return f"{100 * x:.1f}%" if domain.startswith("digits") else f"{x:.3f}"
 
 
+def _fmt_delta(domain: str, x: float) -> str:
+    sign = "+" if x >= 0 else "−"
+    return (f"{sign}{100 * abs(x):.1f} pp" if domain.startswith("digits")
+            else f"{sign}{abs(x):.3f}")
+
+
 def _fmt_ci(domain: str, x: float) -> str:
     if math.isnan(x):
         return "n/a"
@@ -463,8 +469,7 @@ def render_markdown(results: Sequence[dict[str, Any]], budget: Budget, *, wall_s
         L.append("|---|---|---|---|---|---|---|")
         for r in drows:
             delta = ("—" if r.optimizer == "maml" else
-                     f"{'+' if r.delta >= 0 else ''}{_fmt(dom, r.delta)} ± "
-                     f"{_fmt_ci(dom, r.delta_ci)}")
+                     f"{_fmt_delta(dom, r.delta)} ± {_fmt_ci(dom, r.delta_ci)}")
             div = f" ({r.diverged} diverged)" if r.diverged else ""
             L.append(f"| {r.model} ({MODELS[r.model][1]}) | {r.optimizer} | "
                      f"{_fmt(dom, r.metric)} ± {_fmt_ci(dom, r.metric_ci)} | {delta} | "
@@ -472,6 +477,15 @@ def render_markdown(results: Sequence[dict[str, Any]], budget: Budget, *, wall_s
         L.append("")
     L.append("## Where the claim holds and where it does not\n")
     L.extend(_verdicts(rows))
+    L.append("\nCaveats: the verdicts are for this budget — "
+             f"{budget.seeds} seeds (Student t with {budget.seeds - 1} d.o.f.), "
+             + ", ".join(f"{d}: {budget.domain(d).meta_steps} meta-steps and "
+                         f"{budget.domain(d).inner_steps} inner step(s)"
+                         for d in DOMAINS if any(r.domain == d for r in rows))
+             + "; one α shared by all optimizers and not tuned for MAML, so part of a "
+             "meta-optimizer's gain can be a better effective step size. Confidence intervals "
+             "are over seeds (training randomness and episode sampling together); the "
+             "meta-test episodes are the same for every optimizer at a seed.")
     L.append("\n## Per-seed values\n")
     L.append("| domain | model | optimizer | per-seed metric (seed 0, 1, …) |")
     L.append("|---|---|---|---|")
@@ -517,21 +531,24 @@ def _verdicts(rows: Sequence[Row]) -> list[str]:
                 parts.append("worse than MAML: " + ", ".join(lo))
             out.append(f"- {dom}, {model} ({MODELS[model][1]}): the claim {head} — "
                        + "; ".join(parts) + ".")
-    # depth for plain MAML (the paper's other thesis), as an aside
+    # depth for plain MAML (the paper's other thesis), as an aside: paired by seed
     maml = {(r.domain, r.model): r for r in rows if r.optimizer == "maml"}
     asides = []
     for (dom, model), r in maml.items():
         deep = maml.get((dom, model + "+linnet"))
-        if deep is None:
+        if deep is None or len(deep.per_seed) != len(r.per_seed):
             continue
-        better = deep.metric > r.metric if dom.startswith("digits") else deep.metric < r.metric
-        word = "deeper better" if better else "deeper not better"
-        asides.append(f"{dom}: MAML {model} {_fmt(dom, r.metric)} vs {model}+linnet "
-                      f"{_fmt(dom, deep.metric)} ({word}; CIs ± {_fmt_ci(dom, r.metric_ci)} "
-                      f"/ ± {_fmt_ci(dom, deep.metric_ci)})")
+        diff, ci = _mean_ci([b - a for a, b in zip(r.per_seed, deep.per_seed, strict=True)])
+        better = diff > 0 if dom.startswith("digits") else diff < 0
+        sig = not math.isnan(ci) and abs(diff) > ci
+        word = ("deeper significantly better" if sig and better else
+                "deeper significantly worse" if sig else "no significant difference")
+        asides.append(f"{dom}: {model} {_fmt(dom, r.metric)} → {model}+linnet "
+                      f"{_fmt(dom, deep.metric)}, paired Δ {_fmt_delta(dom, diff)} ± "
+                      f"{_fmt_ci(dom, ci)} ({word})")
     if asides:
-        out.append("\nAside — extra linear layers with plain MAML (same capacity, more depth): "
-                   + "; ".join(asides) + ".")
+        out.append("\nAside — plain MAML with two extra linear layers (same capacity, more "
+                   "depth; the paper's other thesis): " + "; ".join(asides) + ".")
     return out
 
 

@@ -19,6 +19,7 @@ from maml_depth.validation import (
     claim_bottom_layers,
     claim_depth_helps,
     claim_expected_loss,
+    claim_meta_optimizers,
     claim_update_rule,
     claim_upper_layers,
     run_claim,
@@ -159,3 +160,22 @@ def test_bottom_layers_claim_passes_and_fails_against_a_wrong_subspace(monkeypat
 
     monkeypatch.setattr(claim_bottom_layers, "angles_deg", complement)
     assert _run("bottom-layers-represent").verdict == "fail"
+
+
+# -- claim 6 (linear part) -------------------------------------------------------------------
+def test_meta_optimizers_claim_passes_and_fails_against_the_wrong_class(monkeypatch):
+    r = _run("meta-optimizers-linear")
+    assert r.verdict == "pass", r.summary
+    # Meta-SGD (diagonal P) measured against the optimum of the full class cannot close 90%
+    monkeypatch.setattr(claim_meta_optimizers, "CLASSES", {"meta-sgd": "full"})
+    r = _run("meta-optimizers-linear")
+    assert r.verdict == "fail", r.summary
+
+
+def test_full_budget_only_claims_are_not_available_in_quick():
+    from maml_depth.validation.claims import BUDGETS
+
+    only_full = [c for c in CLAIMS.values() if "quick" not in c.budgets]
+    for c in only_full:
+        r = run_claim(c, RunContext(c.id, BUDGETS["quick"]))
+        assert r.verdict == "not available" and "full" in r.summary
