@@ -37,7 +37,7 @@ class PopulationResult:
 
 def population_objective(
     model: DeepLinear, params: Params, family: LinearRegressionTasks, alpha: float,
-    adapt: _checks.AdaptSpec = "top",
+    adapt: int | str = "top",
 ) -> Tensor:
     """``E_tasks ℓ_q(θ')`` in closed form for the network's weights (differentiable)."""
     return population_maml_loss(
@@ -51,7 +51,7 @@ def train_population(
     family: LinearRegressionTasks,
     *,
     alpha: float,
-    adapt: _checks.AdaptSpec = "top",
+    adapt: int | str = "top",
     iterations: int = 20,
     max_eval: int = 100,
     init_params: Params | None = None,

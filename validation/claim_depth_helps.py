@@ -44,7 +44,8 @@ def run(ctx: RunContext) -> ClaimResult:
     N, seed = ctx.budget.eval_tasks, 7_000_000 + ctx.seed
     sh = evaluate_losses(nets.shallow, nets.shallow_params, fam, inner(s, True),
                          num_tasks=N, seed=seed).numpy()
-    parts, details = [], {}
+    parts = []
+    details: dict[str, Any] = {}
     for name, p in (("population", nets.deep_population), ("sampled", nets.deep_sampled)):
         dp = evaluate_losses(nets.deep, p, fam, inner(s), num_tasks=N, seed=seed).numpy()
         iv = stats.ratio_interval(sh - dp, gap_th)

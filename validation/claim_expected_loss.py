@@ -18,6 +18,8 @@ References: MATH.md §2–3, §5.2.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from scipy import stats as sps
@@ -39,7 +41,7 @@ def _spd(rng: np.random.Generator, d: int, rank: int, cond: float) -> np.ndarray
     return 0.5 * (s + s.T)
 
 
-def random_case(rng: np.random.Generator) -> dict[str, object]:
+def random_case(rng: np.random.Generator) -> dict[str, Any]:
     d, m = int(rng.integers(1, 5)), int(rng.integers(1, 3))
     rank = int(rng.integers(1, d + 1))
     return {
@@ -63,18 +65,17 @@ def run(ctx: RunContext) -> ClaimResult:
     for i in range(K):
         c = random_case(rng)
         t = {k: torch.from_numpy(np.asarray(c[k])) for k in ("Sigma", "Lam", "W_bar")}
-        fam = LinearRegressionTasks(t["Sigma"], t["W_bar"], t["Lam"], c["sigma"],  # type: ignore[arg-type]
-                                    c["n"])  # type: ignore[arg-type]
+        fam = LinearRegressionTasks(t["Sigma"], t["W_bar"], t["Lam"], c["sigma"], c["n"])
         closed = float(expected_loss(c["W"], W_bar=c["W_bar"], Sigma=c["Sigma"], Lam=c["Lam"],
                                      sigma=c["sigma"], n=c["n"], alpha=c["alpha"], L=c["L"],
                                      R=c["R"]))
-        est = monte_carlo_loss(fam, c["W"], alpha=c["alpha"], L=c["L"], R=c["R"],  # type: ignore[arg-type]
+        est = monte_carlo_loss(fam, c["W"], alpha=c["alpha"], L=c["L"], R=c["R"],
                                num_tasks=ctx.budget.mc_tasks, seed=ctx.seed * 1000 + i)
         zi = (est.mean - closed) / est.stderr if est.stderr > 0 else 0.0
         z.append(zi)
         rel.append((est.mean - closed) / closed)
         rel_se.append(est.stderr / abs(closed))
-        rows.append({"d": c["Sigma"].shape[0], "m": c["W"].shape[0], "rank": c["rank"],  # type: ignore[union-attr]
+        rows.append({"d": c["Sigma"].shape[0], "m": c["W"].shape[0], "rank": c["rank"],
                      "n": c["n"], "sigma": c["sigma"], "closed_form": closed,
                      "monte_carlo": est.mean, "stderr": est.stderr, "z": zi})
     z_arr = np.abs(np.array(z))

@@ -30,7 +30,7 @@ RTOL_FIRST_ORDER = 1e-9  # a derivative through k = 1 steps: a few more rounding
 
 
 def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+    return float(np.linalg.norm(a - b)) / max(float(np.linalg.norm(b)), 1e-300)
 
 
 def check_case(rng: np.random.Generator) -> dict[str, float | int | list[int]]:
