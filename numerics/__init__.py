@@ -6,14 +6,36 @@ targets); layers are numbered 1 (input) … L (output); ``adapt="all"`` adapts e
 
 from maml_depth.numerics.engines import (
     ENGINES,
+    EngineChoice,
     InnerConfig,
     TaskFamily,
     post_adaptation_losses,
     pre_adaptation_losses,
     select_engine,
 )
-from maml_depth.numerics.inner_loop import inner_adapt, inner_adapt_autograd
-from maml_depth.numerics.losses import mse_loss
+from maml_depth.numerics.factorized import (
+    factorized_post_adaptation_losses,
+    factorized_support,
+    kronecker_factors,
+    register_kronecker,
+)
+from maml_depth.numerics.inner_loop import (
+    inner_adapt,
+    inner_adapt_autograd,
+)
+from maml_depth.numerics.losses import (
+    mse_loss,
+)
+from maml_depth.numerics.meta_optimizers import (
+    KFO,
+    META_CURVATURE,
+    META_OPTIMIZERS,
+    META_SGD,
+    preconditioner_matrix,
+    state_for_step_matrix,
+    state_key,
+    step_matrix,
+)
 from maml_depth.numerics.meta_train import (
     History,
     MetaTrainResult,
@@ -23,6 +45,17 @@ from maml_depth.numerics.meta_train import (
     meta_train,
     resolve_device,
     resolve_dtype,
+)
+from maml_depth.numerics.models import (
+    ConvNet,
+    LinNetMLP,
+)
+from maml_depth.numerics.monte_carlo import (
+    MonteCarloEstimate,
+    deep_linear_adapted_maps,
+    monte_carlo_deep_loss,
+    monte_carlo_loss,
+    preconditioned_adapted_maps,
 )
 from maml_depth.numerics.networks import (
     MLP,
@@ -45,37 +78,7 @@ from maml_depth.numerics.preconditioners import (
     get_preconditioner,
     register,
 )
-from maml_depth.numerics.tasks import LinearRegressionTasks, TaskBatch, random_rotation
-
-# --- Monte Carlo twins of the closed forms (issue 5) ----------------------------------------
-from maml_depth.numerics.monte_carlo import (  # noqa: E402
-    MonteCarloEstimate,
-    deep_linear_adapted_maps,
-    monte_carlo_deep_loss,
-    monte_carlo_loss,
-    preconditioned_adapted_maps,
-)
-
-_MC_ALL: list[str] = [
-    "MonteCarloEstimate",
-    "deep_linear_adapted_maps",
-    "monte_carlo_deep_loss",
-    "monte_carlo_loss",
-    "preconditioned_adapted_maps",
-]
-
-# --- meta-optimizers and nonlinear task families (issue 6) ----------------------------------
-from maml_depth.numerics.meta_optimizers import (  # noqa: E402, F401  (registers the optimizers)
-    KFO,
-    META_CURVATURE,
-    META_OPTIMIZERS,
-    META_SGD,
-    preconditioner_matrix,
-    state_key,
-    step_matrix,
-)
-from maml_depth.numerics.models import ConvNet, LinNetMLP  # noqa: E402, F401
-from maml_depth.numerics.task_families import (  # noqa: E402, F401
+from maml_depth.numerics.task_families import (
     DIGITS_TEST_CLASSES,
     DIGITS_TRAIN_CLASSES,
     DigitsFewShot,
@@ -87,83 +90,76 @@ from maml_depth.numerics.task_families import (  # noqa: E402, F401
     digits_classes,
     logistic_loss,
 )
+from maml_depth.numerics.tasks import (
+    LinearRegressionTasks,
+    TaskBatch,
+    random_rotation,
+)
 
-_META_OPT_ALL: list[str] = [
+__all__ = [
     "DIGITS_TEST_CLASSES",
     "DIGITS_TRAIN_CLASSES",
+    "ENGINES",
+    "IDENTITY",
     "KFO",
     "META_CURVATURE",
     "META_OPTIMIZERS",
     "META_SGD",
-    "ConvNet",
-    "DigitsFewShot",
-    "LinNetMLP",
-    "LogisticTasks",
-    "SineTasks",
-    "binary_accuracy",
-    "classification_accuracy",
-    "cross_entropy_loss",
-    "digits_classes",
-    "logistic_loss",
-    "preconditioner_matrix",
-    "state_key",
-    "step_matrix",
-]
-
-# --- factorized fast-weight engine (issue 10) ------------------------------------------------
-from maml_depth.numerics.engines import EngineChoice  # noqa: E402, F401
-from maml_depth.numerics.factorized import (  # noqa: E402, F401
-    factorized_post_adaptation_losses,
-    factorized_support,
-    kronecker_factors,
-    register_kronecker,
-)
-
-_FACTORIZED_ALL: list[str] = [
-    "EngineChoice",
-    "factorized_post_adaptation_losses",
-    "factorized_support",
-    "kronecker_factors",
-    "register_kronecker",
-]
-
-__all__ = [
-    "ENGINES",
-    "IDENTITY",
     "MLP",
     "PRECONDITIONERS",
+    "ConvNet",
     "DeepLinear",
+    "DigitsFewShot",
+    "EngineChoice",
     "History",
     "InnerConfig",
+    "LinNetMLP",
     "LinearRegressionTasks",
+    "LogisticTasks",
     "MetaTrainResult",
+    "MonteCarloEstimate",
     "OuterConfig",
     "Params",
     "PopulationResult",
     "Preconditioner",
+    "SineTasks",
     "TaskBatch",
     "TaskFamily",
     "adapted_names",
     "balanced_factors",
+    "binary_accuracy",
+    "classification_accuracy",
+    "cross_entropy_loss",
+    "deep_linear_adapted_maps",
+    "digits_classes",
     "evaluate",
     "evaluate_losses",
+    "factorized_post_adaptation_losses",
+    "factorized_support",
     "get_params",
     "get_preconditioner",
     "inner_adapt",
     "inner_adapt_autograd",
+    "kronecker_factors",
     "layer_groups",
+    "logistic_loss",
     "meta_train",
+    "monte_carlo_deep_loss",
+    "monte_carlo_loss",
     "mse_loss",
     "population_objective",
     "post_adaptation_losses",
     "pre_adaptation_losses",
+    "preconditioned_adapted_maps",
+    "preconditioner_matrix",
     "random_rotation",
     "register",
+    "register_kronecker",
     "resolve_device",
     "resolve_dtype",
     "select_engine",
+    "state_for_step_matrix",
+    "state_key",
+    "step_matrix",
     "train_population",
-    *_MC_ALL,
-    *_META_OPT_ALL,
-    *_FACTORIZED_ALL,
 ]

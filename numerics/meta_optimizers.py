@@ -42,7 +42,9 @@ Arnold, Iqbal, Sha (AISTATS 2021), §4 (KFO).
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -323,3 +325,29 @@ def step_matrix(
         )
     E = preconditioner_matrix(pre, state, param_name, shp)
     return alpha * E.mT
+
+
+def state_for_step_matrix(name: str | Preconditioner, P: Tensor | Any, alpha: float,
+                          param_name: str, d: int) -> Params:
+    """A state of optimizer ``name`` whose step matrix (:func:`step_matrix`) is ``P``.
+
+    The inverse of :func:`step_matrix` for a single-output linear weight ``(1, d)``:
+    Meta-SGD ``φ = diag(P)/α`` (P must be diagonal for an exact inverse; its diagonal is
+    used); Meta-Curvature ``M_in = P/α``; KFO ``R = (P/α)^{½}`` (P symmetric PSD). Used to
+    realise a class optimum of MATH.md §4 as a concrete optimizer state.
+    """
+    pre = get_preconditioner(name)
+    params = {param_name: torch.zeros(1, int(d), dtype=torch.float64)}
+    state = pre.init(params, (param_name,))
+    Pt = torch.as_tensor(np.asarray(P, dtype=np.float64)) / float(alpha)
+    if pre.name == "meta-sgd":
+        state[state_key(param_name, "lr")] = torch.diagonal(Pt).reshape(1, int(d)).clone()
+    elif pre.name == "meta-curvature":
+        state[state_key(param_name, "M_in")] = Pt.clone()
+    elif pre.name == "kfo":
+        ev, U = torch.linalg.eigh(0.5 * (Pt + Pt.T))
+        state[state_key(param_name, "R")] = (U * ev.clamp_min(0).sqrt()) @ U.T
+    else:
+        raise InvalidArgumentError(
+            f"state_for_step_matrix supports meta-sgd, meta-curvature and kfo, got {pre.name!r}")
+    return state

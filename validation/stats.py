@@ -71,6 +71,17 @@ def weighted_mean_interval(x: Sequence[float], se: Sequence[float], level: float
     return Interval(iv.estimate, iv.low, iv.high, level, a.size, "inverse-variance weighted")
 
 
+def paired_ratio_interval(num: np.ndarray, den: np.ndarray, level: float = LEVEL
+                          ) -> Interval:
+    """Interval of ``R = mean(num)/mean(den)`` for paired per-sample values (delta method:
+    ``se(R) = sd(num − R·den) / (√n · mean(den))``, normal quantile)."""
+    a, b = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    R = float(a.mean() / b.mean())
+    se = float((a - R * b).std(ddof=1) / (math.sqrt(a.size) * abs(b.mean())))
+    iv = from_standard_error(R, se, a.size, level)
+    return Interval(R, iv.low, iv.high, level, a.size, "paired ratio, delta method")
+
+
 def ratio_interval(num: np.ndarray, den: float, level: float = LEVEL) -> Interval:
     """Interval of ``mean(num) / den`` for a known constant ``den ≠ 0``."""
     iv = mean_interval(num, level)
