@@ -29,10 +29,9 @@ from maml_depth.numerics import (
     LinearRegressionTasks,
     OuterConfig,
     evaluate,
-    get_preconditioner,
     meta_train,
     post_adaptation_losses,
-    state_key,
+    state_for_step_matrix,
     step_matrix,
 )
 from maml_depth.theory import fixed_step_loss, optimal_preconditioner, preconditioned_loss
@@ -63,21 +62,6 @@ def _family(b: Budget) -> LinearRegressionTasks:
     W_bar = torch.linspace(1.0, -0.5, b.d, dtype=torch.float64).reshape(1, b.d)
     return LinearRegressionTasks.from_spectrum(sigma_eigs, lam_eigs, sigma=b.sigma,
                                                n_support=b.n, W_bar=W_bar, generator=g)
-
-
-def _state_for(opt: str, P: np.ndarray, alpha: float, d: int) -> dict[str, torch.Tensor]:
-    """A state of ``opt`` whose step matrix is ``P`` (``W' = W − G P``)."""
-    params = {NAME: torch.zeros(1, d, dtype=torch.float64)}
-    state = get_preconditioner(opt).init(params, (NAME,))
-    Pt = torch.from_numpy(np.asarray(P, dtype=np.float64)) / alpha
-    if opt == "meta-sgd":
-        state[state_key(NAME, "lr")] = torch.diagonal(Pt).reshape(1, d).clone()
-    elif opt == "meta-curvature":
-        state[state_key(NAME, "M_in")] = Pt.clone()
-    else:  # KFO: RᵀR = P/α (P* is symmetric PSD)
-        ev, U = torch.linalg.eigh(0.5 * (Pt + Pt.T))
-        state[state_key(NAME, "R")] = (U * ev.clamp_min(0).sqrt()) @ U.T
-    return state
 
 
 def _per_task(model, W, state, inner, fam, batch) -> torch.Tensor:
@@ -112,8 +96,8 @@ def _run(b: Budget) -> None:
     for opt, kind in CLASS.items():
         inner = InnerConfig(alpha=alpha, preconditioner=opt)
         best_P, best_loss = optimal_preconditioner(S, L, b.sigma, b.n, kind=kind)
-        best = _per_task(model, fam.W_bar, _state_for(opt, best_P, alpha, b.d), inner, fam,
-                         eval_batch)
+        best_state = state_for_step_matrix(opt, best_P, alpha, NAME, b.d)
+        best = _per_task(model, fam.W_bar, best_state, inner, fam, eval_batch)
         r1 = meta_train(model, fam, inner, OuterConfig(b.steps, b.meta_batch, b.lr,
                                                         log_every=b.steps), seed=1)
         r = meta_train(model, fam, inner,
