@@ -30,6 +30,7 @@ help:
 	@echo "make test       create/update $(VENV), ruff, mypy, fast pytest (hypothesis profile 'ci')"
 	@echo "make test-all   every test, slow and GPU ones included (hypothesis profile 'thorough')"
 	@echo "make bench      engine benchmark table (ratios against peers in the same run)"
+	@echo "make figures    regenerate the paper's analytic plots into paper_figures/gallery"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -74,6 +75,9 @@ bench: $(STAMP)
 
 bench-theory: $(STAMP)
 	$(BIN)/maml-depth bench --theory
+
+figures: $(STAMP)
+	$(BIN)/maml-depth figures --budget quick --out paper_figures/gallery --readme paper_figures/README.md
 
 clean:
 	rm -rf build .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -210,8 +210,10 @@ def caption(data: FigureData) -> str:
     )
     if "final_logr" in data:
         text += (f" (b) LogR {_iv(data['final_logr'], stats)} vs LogR+LinNet "
-                 f"{_iv(data['final_linnet'], stats)} query cross-entropy after "
-                 f"{m['logr_steps']} steps.")
+                 f"{_iv(data['final_linnet'], stats)} query cross-entropy (nats; mean and 95% "
+                 f"CI over n = {m['seeds']} seeds, {m['eval_tasks']} fresh tasks each) after "
+                 f"{m['logr_steps']} steps; both models compute a linear score, no closed form "
+                 "exists here.")
     else:
         text += f" (b) not available: {'; '.join(m.get('not_available', []))}."
     return text

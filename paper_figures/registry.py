@@ -4,6 +4,10 @@ the markdown gallery.
 Each figure is one module with ``NUMBER``, ``NAME``, ``TITLE``, ``VERSION``, ``FIGSIZE``,
 ``compute(budget, progress) -> FigureData``, ``render(data) -> Figure`` and
 ``caption(data) -> str``. Modules are imported lazily, so listing the figures is instant.
+
+Bump a module's ``VERSION`` whenever what its ``compute`` produces changes (or what the
+shared runs of :mod:`~maml_depth.paper_figures.runs` produce): the version is part of the
+cache key, so stale data are then recomputed instead of re-rendered.
 """
 
 from __future__ import annotations
@@ -169,9 +173,12 @@ def gallery_markdown(results: Sequence[BuildResult], readme: str | Path,
         "confidence intervals; each caption states over what and n.",
         "",
         "```",
-        f"maml-depth figures --budget {budget.name} --out <folder> [--only 1,3] "
-        "[--readme paper_figures/README.md]",
+        f"maml-depth figures --budget {budget.name} --out paper_figures/gallery "
+        "--readme paper_figures/README.md",
         "```",
+        "",
+        "(`--only 1,3` builds a subset, `--budget tiny|quick|full` sets the work, `--out` the "
+        "folder of the PNG/PDF files; `maml-depth figures --help` lists the options.)",
         "",
         f"Budget `{budget.name}`: {budget.seeds} seeds per curve/point, "
         f"{budget.meta_steps} meta-training steps (linear regression), "
@@ -191,11 +198,8 @@ def gallery_markdown(results: Sequence[BuildResult], readme: str | Path,
                 img = f"[{img}]({Path(os.path.relpath(pdf.resolve(), base)).as_posix()})"
             lines += [img, ""]
         lines += [r.caption, ""]
-        secs = r.data.meta.get("compute_seconds")
-        src = f"module `paper_figures/{r.spec.name}.py`"
-        if isinstance(secs, int | float):
-            src += f"; data computed in {secs:.0f} s (budget `{r.data.meta.get('budget')}`)"
-        lines += [f"*Source: {src}.*", ""]
+        lines += [f"*Source: `paper_figures/{r.spec.name}.py`, budget "
+                  f"`{r.data.meta.get('budget', budget.name)}`.*", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,8 +117,16 @@ def save(fig: Figure, out_dir: str | Path, stem: str,
         meta: dict[str, Any] = ({"Software": None} if fmt == "png"
                                 else {"CreationDate": None, "Creator": None, "Producer": None})
         fig.savefig(buf, format=fmt, dpi=DPI, metadata=meta)
-        paths.append(atomic_write_bytes(Path(out_dir) / f"{stem}.{fmt}", buf.getvalue()))
+        path = atomic_write_bytes(Path(out_dir) / f"{stem}.{fmt}", buf.getvalue())
+        os.chmod(path, 0o666 & ~_umask())  # ordinary file permissions, not mkstemp's 0600
+        paths.append(path)
     return paths
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 # -- drawing helpers ------------------------------------------------------------------------

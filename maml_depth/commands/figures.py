@@ -20,13 +20,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tiny (seconds, for tests) | quick (minutes on 2 CPU cores; default) "
                         "| full (more seeds, steps and tasks)")
     p.add_argument("--out", default="results/figures", help="output folder of the PNG/PDF")
-    p.add_argument("--cache", default=None, metavar="DIR",
-                   help="cache folder of the figure data (default: OUT/.cache)")
+    p.add_argument("--cache", default="results/figures-cache", metavar="DIR",
+                   help="cache folder of the figure data, keyed by figure, budget and "
+                        "version (default: results/figures-cache)")
     p.add_argument("--recompute", action="store_true",
                    help="ignore cached data and compute it again")
     p.add_argument("--readme", default=None, metavar="PATH",
-                   help="also write a markdown gallery showing the PNGs (e.g. "
-                        "paper_figures/README.md)")
+                   help="also write a markdown gallery showing the PNGs of the figures "
+                        "built in this run (e.g. paper_figures/README.md)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op threads (default 1: the networks are tiny, and more "
+                        "threads only contend for the cores)")
     p.add_argument("--list", action="store_true", help="list the figures and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -35,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    import torch
     from tqdm.auto import tqdm
 
+    from maml_depth.errors import ConfigError
     from maml_depth.paper_figures.budget import get_budget
     from maml_depth.paper_figures.registry import (
         FIGURES,
@@ -51,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     numbers = parse_only(args.only)
     budget = get_budget(args.budget)
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be ≥ 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
-    cache = Path(args.cache) if args.cache else out / ".cache"
+    cache = Path(args.cache)
     progress = not args.no_progress
     t0 = time.perf_counter()
     results = []

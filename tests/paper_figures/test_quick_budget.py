@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from maml_depth.paper_figures import build_figure
 from maml_depth.paper_figures.runs import interval_arrays, log_interval_arrays
@@ -13,7 +14,17 @@ from maml_depth.paper_figures.runs import interval_arrays, log_interval_arrays
 TOL = 0.05  # measured within 5% of the class optimum
 
 
+@pytest.fixture
+def one_thread() -> object:
+    """Tiny networks: one torch thread is fastest (two contend on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
 def test_quick_budget_measurements_match_theory(tmp_path: Path) -> None:
     r5 = build_figure(5, "quick", tmp_path, cache_dir=None)
     d = r5.data
