@@ -54,7 +54,10 @@ def run(ctx: RunContext) -> ClaimResult:
                          "gap_ratio_ci": iv.as_list(), "verdict": parts[-1][2]}
     details["shallow_loss"] = float(sh.mean())
     verdict = stats.combine([v for _, _, v in parts] + (["fail"] if nets.diverged else []))
-    main = parts[1][1]  # the sampled-task network is the headline measurement
+    # headline: the sampled-task network's gap, in loss units (the ratio interval × Δ_th)
+    r = parts[1][1]
+    main = stats.Interval(r.estimate * gap_th, r.low * gap_th, r.high * gap_th, r.level, r.n,
+                          r.method)
 
     def draw(ax: Any) -> None:
         names = ["shallow", "deep (population)", "deep (sampled)"]
@@ -70,8 +73,8 @@ def run(ctx: RunContext) -> ClaimResult:
     figures = save_figure(ctx.out_dir, "claim3_depth_helps", draw)
     return ctx.result(
         figures=figures,
-        verdict=verdict, measured=float(sh.mean() - details["sampled"]["deep_loss"]),
-        theory=gap_th, interval=main, effect="measured gap / predicted gap (sampled tasks)",
+        verdict=verdict, measured=main.estimate, theory=gap_th, interval=main,
+        effect="gap shallow − deep (sampled-task training, paired over fresh tasks)",
         summary=(f"shallow {sh.mean():.4f} (theory E ℒ(αI) = {loss_alpha:.4f}); deep "
                  f"{details['population']['deep_loss']:.4f} (population-trained), "
                  f"{details['sampled']['deep_loss']:.4f} (sampled-trained), theory E ℒ(P*) = "

@@ -26,7 +26,7 @@ def render_markdown(results: list[ClaimResult], meta: dict[str, Any]) -> str:
     lines.append(f"Budget `{meta.get('budget')}`, seed {meta.get('seed')}, device "
                  f"`{meta.get('device')}`, {meta.get('seconds', 0):.0f} s in all.")
     lines.append("")
-    lines.append("| # | claim | verdict | measured | theory | 95% CI | n | seconds |")
+    lines.append("| id | claim | verdict | measured | theory | 95% CI | n | seconds |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in results:
         ci = f"[{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]" if r.ci else "—"
