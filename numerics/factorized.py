@@ -291,10 +291,11 @@ def _linear(h: Tensor, W: Tensor, b: Tensor | None, fast: _Fast, j: int) -> Tens
     """``h W'ᵀ + b'`` per task: one shared product, then the small per-task kernels."""
     z = F.linear(h, W, b)
     U, V, db = fast.U[j], fast.V[j], fast.db[j]
+    # in place: F.linear's backward does not need its output, so no extra (T, n, d) copy
     if U is not None and V is not None:
-        z = torch.baddbmm(z, torch.bmm(h, V.mT), U, alpha=-fast.alpha)
+        z.baddbmm_(torch.bmm(h, V.mT), U, alpha=-fast.alpha)
     if db is not None:
-        z = z.sub(db, alpha=fast.alpha)
+        z.sub_(db, alpha=fast.alpha)
     return z
 
 
@@ -410,7 +411,7 @@ def factorized_post_adaptation_losses(
                 U, V = fast.U[j], fast.V[j]
                 nxt = cot @ W[j]
                 if U is not None and V is not None:
-                    nxt = torch.baddbmm(nxt, torch.bmm(cot, U.mT), V, alpha=-coef)
+                    nxt.baddbmm_(torch.bmm(cot, U.mT), V, alpha=-coef)
                 cot = nxt
         for j, (delta, h) in grads.items():
             if first_order:
