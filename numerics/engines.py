@@ -42,7 +42,7 @@ from maml_depth.numerics.factorized import (
     factorized_support,
 )
 from maml_depth.numerics.inner_loop import LossFn, inner_adapt, inner_adapt_autograd
-from maml_depth.numerics.networks import Params, adapted_names, layer_groups
+from maml_depth.numerics.networks import Params, adapted_names
 from maml_depth.numerics.preconditioners import Preconditioner, get_preconditioner
 from maml_depth.numerics.tasks import TaskBatch
 
@@ -151,8 +151,7 @@ def post_adaptation_losses(
     choice = select_engine(engine, model, inner)
     if choice.name == "factorized":
         return factorized_post_adaptation_losses(
-            model, params, batch, family, alpha=inner.alpha,
-            adapted_layers=_checks.resolve_adapt(inner.adapt, len(layer_groups(model))),
+            model, params, batch, family, alpha=inner.alpha, adapt=inner.adapt,
             steps=inner.steps, first_order=inner.first_order, preconditioner=inner.precond,
             precond_state=precond_state)
     kw = dict(

@@ -146,8 +146,7 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
 def render(data: FigureData) -> Any:
     from matplotlib.colors import LogNorm
 
-    fig, axes = style.new_figure(FIGSIZE, ncols=2, width_ratios=[1.0, 1.15])
-    ax, bx = axes[0]
+    fig, ax, bx = style.two_panels(FIGSIZE, width_ratios=[1.0, 1.15])
     C = style.COLORS
     n_eval = data.meta.get("eval_tasks", "?")
 
@@ -166,15 +165,13 @@ def render(data: FigureData) -> Any:
                     label=f"shallow, measured (95% CI, n = {n_eval} tasks)", marker="s")
     style.errorbars(ax, md[:, 0], md[:, 1], md[:, 2], md[:, 3], color=C["deep"],
                     label=f"deep, measured (95% CI, n = {n_eval} tasks)", marker="D")
-    ax.set_xlabel("end-to-end weight w (dimensionless)")
-    ax.set_ylabel("post-adaptation loss E ℒ (½·squared error)")
-    ax.set_title("Shallow: w")
     ax.set_xlim(*LIMITS)
     starts = [float(data[k][0, 0]) for k in data.arrays if k.startswith("traj_shallow_")]
     top = max([float(np.interp(x, w, f)) for x in starts] + [float(np.nanmin(f)) * 2])
     ax.set_ylim(0, top * 1.08)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7.5)
-    style.panel_label(ax, "a")
+    style.label_panel(ax, "a", title="Shallow: w", xlabel="end-to-end weight w (dimensionless)",
+                      ylabel="post-adaptation loss E ℒ (½·squared error)",
+                      legend="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=7.5)
 
     # (b) deep surface
     w1, w2, Z = data["w1"], data["w2"], data["theory_surface"]
@@ -204,13 +201,12 @@ def render(data: FigureData) -> Any:
         bx.plot(p[-1, 0], p[-1, 1], "D", color=C["deep"], mec="white", ms=5, zorder=4)
     bx.set_xlim(*LIMITS)
     bx.set_ylim(*LIMITS)
-    bx.set_xlabel("bottom layer w₁ (adapted)")
-    bx.set_ylabel("top layer w₂ (frozen in the inner loop)")
-    bx.set_title("Deep: w = w₂w₁")
     bx.grid(False)
-    leg = bx.legend(loc="upper left", fontsize=7, frameon=True, framealpha=0.8)
+    leg = style.label_panel(bx, "b", title="Deep: w = w₂w₁", xlabel="bottom layer w₁ (adapted)",
+                            ylabel="top layer w₂ (frozen in the inner loop)",
+                            legend="upper left", fontsize=7, frameon=True, framealpha=0.8)
+    assert leg is not None
     leg.get_frame().set_linewidth(0)
-    style.panel_label(bx, "b")
     t = data.meta["task"]
     fig.suptitle(f"MAML objective, one inner step α = {t['alpha']}, n = {int(t['n'])} shots, "
                  f"s = {t['s']}, w̄ = {t['wbar']}, τ = {t['tau']}, σ = {t['sigma']}",

@@ -18,7 +18,6 @@ References: MATH.md §4; Arnold, Iqbal, Sha (AISTATS 2021), §3 ("Shallow"/"Deep
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -27,15 +26,14 @@ import torch
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
+from maml_depth.paper_figures.frame import LinearFrame
 from maml_depth.paper_figures.runs import (
     LINEAR,
-    final_means,
     interval_arrays,
     linear_family,
-    linear_run,
+    linear_runs,
     outer_config,
     progress_iter,
-    stack_curves,
     train_and_measure,
 )
 
@@ -101,91 +99,69 @@ def _logr_runs(budget: FigureBudget, progress: bool) -> dict[str, list[Any]] | s
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
-    t0 = time.perf_counter()
-    data = FigureData()
-    fam = linear_family(LINEAR)
-    data.put("Sigma", fam.Sigma.numpy())
-    data.put("Lam", fam.Lam.numpy())
+    frame = LinearFrame(LINEAR)
     sh_th, deep_th = theory()
-    data.put("theory_shallow", sh_th)
-    data.put("theory_deep", deep_th)
-    jobs = [(k, s) for s in range(budget.seeds) for k in ("shallow", "deep-top")]
-    runs: dict[str, list[Any]] = {"shallow": [], "deep-top": []}
-    for kind, seed in progress_iter(jobs, "fig 2 regression", progress):
-        runs[kind].append(linear_run(kind, LINEAR, budget, seed))
-    for kind, key in (("shallow", "shallow"), ("deep-top", "deep")):
-        steps, curves = stack_curves(runs[kind])
-        data.put(f"steps_{key}", steps)
-        data.put(f"curves_{key}", curves)
-        data.put(f"final_{key}", final_means(runs[kind]))
+    frame.data.put("theory_shallow", sh_th)
+    frame.data.put("theory_deep", deep_th)
+    runs = linear_runs(("shallow", "deep-top"), LINEAR, budget, desc="fig 2 regression",
+                       progress=progress)
+    frame.put_runs("shallow", runs["shallow"])
+    frame.put_runs("deep", runs["deep-top"])
     logr = _logr_runs(budget, progress)
     missing: list[str] = []
     if isinstance(logr, str):
         missing.append(logr)
     else:
         for kind in ("logr", "linnet"):
-            steps, curves = stack_curves(logr[kind])
-            data.put(f"steps_{kind}", steps)
-            data.put(f"curves_{kind}", curves)
-            data.put(f"final_{kind}", final_means(logr[kind]))
-    data.meta = {
-        "setting": {"d": LINEAR.d, "n": LINEAR.n, "sigma": LINEAR.sigma,
-                    "alpha": LINEAR.alpha, "depth": LINEAR.depth, "hidden": LINEAR.hidden},
-        "logr": {k: (list(v) if isinstance(v, tuple) else v) for k, v in LOGR.items()},
-        "seeds": budget.seeds, "meta_steps": budget.meta_steps,
-        "logr_steps": budget.logr_steps, "checkpoint_tasks": budget.checkpoint_tasks,
-        "eval_tasks": budget.eval_tasks, "not_available": missing,
-        "seconds": time.perf_counter() - t0,
-    }
-    return data
+            frame.put_runs(kind, logr[kind])
+    return frame.finish(
+        budget, logr={k: (list(v) if isinstance(v, tuple) else v) for k, v in LOGR.items()},
+        logr_steps=budget.logr_steps, checkpoint_tasks=budget.checkpoint_tasks,
+        eval_tasks=budget.eval_tasks, not_available=missing)
 
 
 def render(data: FigureData) -> Any:
-    fig, axes = style.new_figure(FIGSIZE, ncols=2)
-    ax, bx = axes[0]
+    fig, ax, bx = style.two_panels(FIGSIZE)
     C = style.COLORS
     m = data.meta
     n = m["seeds"]
-    for key, label, color in (("shallow", "Shallow (1 layer)", C["shallow"]),
-                              ("deep", f"Deep ({m['setting']['depth']} layers, top adapted)",
-                               C["deep"])):
-        mean, low, high = interval_arrays(data[f"curves_{key}"])
-        style.band(ax, data[f"steps_{key}"], mean, low, high, color=color,
-                   label=f"{label}, measured")
+    _bands(ax, data, (("shallow", "Shallow (1 layer)", C["shallow"]),
+                      ("deep", f"Deep ({m['setting']['depth']} layers, top adapted)",
+                       C["deep"])))
     style.theory_line(ax, float(data["theory_shallow"]), "theory E ℒ(αI)", C["shallow"])
     style.theory_line(ax, float(data["theory_deep"]), "theory E ℒ(P*)", C["deep"])
     style.plain_log_axis(ax)
-    ax.set_xlabel("meta-training step (outer iterations)")
-    ax.set_ylabel("post-adaptation loss (½·squared error)")
-    ax.set_title("Linear regression")
-    ax.legend(loc="upper right")
-    _note(ax, f"mean and 95% band over n = {n} seeds\n({m['checkpoint_tasks']} fresh tasks "
-              f"per seed and point);\nα = {m['setting']['alpha']}, n = {m['setting']['n']} shots")
-    style.panel_label(ax, "a")
+    style.label_panel(ax, "a", title="Linear regression", xlabel=style.STEP_LABEL,
+                      ylabel=style.LOSS_LABEL, legend="upper right")
+    style.note(ax, f"mean and 95% band over n = {n} seeds\n({m['checkpoint_tasks']} fresh "
+                   f"tasks per seed and point);\nα = {m['setting']['alpha']}, "
+                   f"n = {m['setting']['n']} shots", y=0.45, va="center")
 
+    title = "Binary classification (linear teacher)"
     if "curves_logr" in data:
-        for key, label, color in (("logr", "LogR (1 layer)", C["shallow"]),
-                                  ("linnet", "LogR+LinNet (+2 linear layers)", C["deep"])):
-            mean, low, high = interval_arrays(data[f"curves_{key}"])
-            style.band(bx, data[f"steps_{key}"], mean, low, high, color=color,
-                       label=f"{label}, measured")
-        bx.set_xlabel("meta-training step (outer iterations)")
-        bx.set_ylabel("post-adaptation query loss (cross-entropy, nats)")
-        bx.legend(loc="upper right")
+        _bands(bx, data, (("logr", "LogR (1 layer)", C["shallow"]),
+                          ("linnet", "LogR+LinNet (+2 linear layers)", C["deep"])))
+        style.label_panel(bx, "b", title=title, xlabel=style.STEP_LABEL,
+                          ylabel="post-adaptation query loss (cross-entropy, nats)",
+                          legend="upper right")
         lg = m["logr"]
-        _note(bx, f"mean and 95% band over n = {n} seeds\n({m['checkpoint_tasks']} fresh "
-                  f"tasks per seed and point);\nα = {lg['alpha']}, {lg['n_support']} shots, "
-                  f"all layers adapted; no closed form")
+        style.note(bx, f"mean and 95% band over n = {n} seeds\n({m['checkpoint_tasks']} "
+                       f"fresh tasks per seed and point);\nα = {lg['alpha']}, "
+                       f"{lg['n_support']} shots, all layers adapted; no closed form",
+                   y=0.45, va="center")
     else:
         style.not_available(bx, "; ".join(m.get("not_available", [])) or "LogR tasks")
-    bx.set_title("Binary classification (linear teacher)")
-    style.panel_label(bx, "b")
+        style.label_panel(bx, "b", title=title)
     return fig
 
 
-def _note(ax: Any, text: str) -> None:
-    ax.text(0.98, 0.45, text, transform=ax.transAxes, ha="right", va="center", fontsize=7.5,
-            color="#444444")
+def _bands(ax: Any, data: FigureData, series: tuple[tuple[str, str, str], ...]) -> None:
+    """For each ``(key, label, colour)``: the curves ``curves_<key>`` over seeds as a mean
+    line with its 95% band."""
+    for key, label, color in series:
+        mean, low, high = interval_arrays(data[f"curves_{key}"])
+        style.band(ax, data[f"steps_{key}"], mean, low, high, color=color,
+                   label=f"{label}, measured")
 
 
 def caption(data: FigureData) -> str:

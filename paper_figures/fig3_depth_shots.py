@@ -17,7 +17,6 @@ References: MATH.md §1, §3, §4; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -25,11 +24,11 @@ import numpy as np
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
+from maml_depth.paper_figures.frame import LinearFrame
 from maml_depth.paper_figures.runs import (
     LINEAR,
     final_means,
     interval_arrays,
-    linear_family,
     linear_run,
     progress_iter,
     with_depth,
@@ -72,13 +71,9 @@ def theory_shots(ns: np.ndarray, Sigma: np.ndarray, Lam: np.ndarray, sigma: floa
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
     from maml_depth.numerics import monte_carlo_deep_loss
 
-    t0 = time.perf_counter()
-    s = LINEAR
-    fam = linear_family(s)
-    S, La = fam.Sigma.numpy(), fam.Lam.numpy()
-    data = FigureData()
-    data.put("Sigma", S)
-    data.put("Lam", La)
+    frame = LinearFrame(LINEAR)
+    s, fam, data = frame.setting, frame.family, frame.data
+    S, La = frame.Sigma, frame.Lam
     depths = np.array(budget.depths)
     data.put("depths", depths)
     data.put("theory_depth_top", theory_depth(depths, S, La, s.sigma, s.n, s.alpha))
@@ -126,19 +121,14 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
             diverged.append(f"n = {n}, seed {seed}: {r.diverged}")
     data.put("measured_n_shallow", sh)
     data.put("measured_n_deep", dp)
-    data.meta = {
-        "setting": {"d": s.d, "n": s.n, "sigma": s.sigma, "alpha": s.alpha,
-                    "hidden": s.hidden, "deep_depth": DEEP_DEPTH},
-        "seeds": budget.seeds, "meta_steps": budget.meta_steps,
-        "eval_tasks": budget.eval_tasks, "mc_tasks": budget.mc_tasks,
-        "diverged": diverged, "seconds": time.perf_counter() - t0,
-    }
-    return data
+    return frame.finish(budget, fields=("d", "n", "sigma", "alpha", "hidden"),
+                        setting_extra={"deep_depth": DEEP_DEPTH},
+                        eval_tasks=budget.eval_tasks, mc_tasks=budget.mc_tasks,
+                        diverged=diverged)
 
 
 def render(data: FigureData) -> Any:
-    fig, axes = style.new_figure(FIGSIZE, ncols=2)
-    ax, bx = axes[0]
+    fig, ax, bx = style.two_panels(FIGSIZE)
     C = style.COLORS
     m = data.meta
     n_seeds, n_eval = m["seeds"], m["eval_tasks"]
@@ -158,12 +148,10 @@ def render(data: FigureData) -> Any:
     style.errorbars(ax, depths, mean, low, high, color=C["deep-all"], marker="s",
                     offset=0.06, label="measured, all layers adapted")
     ax.set_xticks(depths)
-    ax.set_xlabel("depth L (number of linear layers)")
-    ax.set_ylabel("post-adaptation loss (½·squared error)")
-    ax.set_title(f"Depth (n = {m['setting']['n']} shots)")
     ax.set_xlim(depths.min() - 0.5, depths.max() + 0.5)
-    ax.legend(loc="center right")
-    style.panel_label(ax, "a")
+    style.label_panel(ax, "a", title=f"Depth (n = {m['setting']['n']} shots)",
+                      xlabel="depth L (number of linear layers)", ylabel=style.LOSS_LABEL,
+                      legend="center right")
 
     ng = data["n_grid"]
     bx.plot(ng, data["theory_n_shallow"], "-", color=C["shallow"], label="theory E ℒ(αI)")
@@ -181,11 +169,9 @@ def render(data: FigureData) -> Any:
                     label=f"measured, deep L = {m['setting']['deep_depth']}, top adapted")
     style.plain_log_axis(bx, "x")
     style.plain_log_axis(bx, "y")
-    bx.set_xlabel("shots n (support samples per task)")
-    bx.set_ylabel("post-adaptation loss (½·squared error)")
-    bx.set_title(f"Shots (top layer adapted, α = {m['setting']['alpha']})")
-    bx.legend(loc="lower left")
-    style.panel_label(bx, "b")
+    style.label_panel(bx, "b", title=f"Shots (top layer adapted, α = {m['setting']['alpha']})",
+                      xlabel="shots n (support samples per task)", ylabel=style.LOSS_LABEL,
+                      legend="lower left")
     return fig
 
 

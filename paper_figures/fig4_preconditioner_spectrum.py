@@ -17,7 +17,6 @@ References: MATH.md §1, §4, §5.4; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -25,13 +24,11 @@ import numpy as np
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
+from maml_depth.paper_figures.frame import LinearFrame
 from maml_depth.paper_figures.runs import (
     LINEAR,
-    linear_family,
-    linear_run,
+    bottom_layer_series,
     log_interval_arrays,
-    model_for,
-    progress_iter,
 )
 
 NUMBER = 4
@@ -52,56 +49,30 @@ def theory(Sigma: np.ndarray, Lam: np.ndarray, sigma: float, n: int) -> dict[str
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
-    from maml_depth.validation.linear_setting import B_L
-
-    t0 = time.perf_counter()
-    s = LINEAR
-    fam = linear_family(s)
-    S, La = fam.Sigma.numpy(), fam.Lam.numpy()
-    data = FigureData()
-    data.put("Sigma", S)
-    data.put("Lam", La)
-    th = theory(S, La, s.sigma, s.n)
+    frame = LinearFrame(LINEAR)
+    s, data = frame.setting, frame.data
+    th = theory(frame.Sigma, frame.Lam, s.sigma, s.n)
     for k, v in th.items():
         data.put(f"theory_{k}", v)
     P_star = th["P_star"]
-    model = model_for("deep-top", s)
-    eigs, errs = [], []
-    steps = None
-    for seed in progress_iter(list(range(budget.seeds)), "fig 4 runs", progress):
-        run = linear_run("deep-top", s, budget, seed)
-        ev, er = [], []
-        for p in run.snapshots:
-            B = B_L(model, p).numpy()
-            P = s.alpha * B.T @ B
-            ev.append(np.linalg.eigvalsh(P))
-            er.append(float(np.linalg.norm(P - P_star) / np.linalg.norm(P_star)))
-        eigs.append(ev)
-        errs.append(er)
-        steps = run.steps if steps is None or len(run.steps) > len(steps) else steps
-    assert steps is not None
-    T = len(steps)
-    E = np.full((budget.seeds, T, s.d), np.nan)
-    R = np.full((budget.seeds, T), np.nan)
-    for i, (ev, er) in enumerate(zip(eigs, errs, strict=True)):
-        E[i, : len(ev)] = ev
-        R[i, : len(er)] = er
+
+    def spectrum(B: np.ndarray) -> tuple[np.ndarray, float]:
+        P = s.alpha * B.T @ B
+        return np.linalg.eigvalsh(P), float(np.linalg.norm(P - P_star) / np.linalg.norm(P_star))
+
+    _, steps, (eigs, errs) = bottom_layer_series(s, budget, spectrum, desc="fig 4 runs",
+                                                 progress=progress)
     data.put("steps", steps)
-    data.put("eig_P", E)
-    data.put("rel_error", R)
+    data.put("eig_P", eigs)
+    data.put("rel_error", errs)
     nrm = np.linalg.norm(P_star)
     data.put("theory_dist_Sigma_inv", np.linalg.norm(th["Sigma_inv"] - P_star) / nrm)
     data.put("theory_dist_alpha", np.linalg.norm(s.alpha * np.eye(s.d) - P_star) / nrm)
-    data.meta = {"setting": {"d": s.d, "n": s.n, "sigma": s.sigma, "alpha": s.alpha,
-                             "depth": s.depth, "hidden": s.hidden},
-                 "seeds": budget.seeds, "meta_steps": budget.meta_steps,
-                 "seconds": time.perf_counter() - t0}
-    return data
+    return frame.finish(budget)
 
 
 def render(data: FigureData) -> Any:
-    fig, axes = style.new_figure(FIGSIZE, ncols=2)
-    ax, bx = axes[0]
+    fig, ax, bx = style.two_panels(FIGSIZE)
     C = style.COLORS
     m = data.meta
     steps, E = data["steps"], data["eig_P"]
@@ -118,11 +89,9 @@ def render(data: FigureData) -> Any:
         ax.axhline(data["theory_eig_Sigma_inv"][k], color=C["reference"], ls=":", lw=1.2,
                    label="eigenvalues of Σ⁻¹ (n → ∞ limit of P*)" if k == 0 else None)
     style.plain_log_axis(ax)
-    ax.set_xlabel("meta-training step (outer iterations)")
-    ax.set_ylabel("eigenvalue of the step matrix P (dimensionless)")
-    ax.set_title("Spectrum of P = α B_LᵀB_L")
-    ax.legend(loc="lower right", fontsize=7.5)
-    style.panel_label(ax, "a")
+    style.label_panel(ax, "a", title="Spectrum of P = α B_LᵀB_L", xlabel=style.STEP_LABEL,
+                      ylabel="eigenvalue of the step matrix P (dimensionless)",
+                      legend="lower right", fontsize=7.5)
 
     mean, low, high = log_interval_arrays(data["rel_error"])
     style.band(bx, steps, mean, low, high, color=C["deep"],
@@ -133,11 +102,9 @@ def render(data: FigureData) -> Any:
     style.theory_line(bx, float(data["theory_dist_alpha"]),
                       "‖αI − P*‖/‖P*‖ (shallow MAML, theory)", C["shallow"], ls="--")
     style.plain_log_axis(bx)
-    bx.set_xlabel("meta-training step (outer iterations)")
-    bx.set_ylabel("relative Frobenius distance to P*")
-    bx.set_title("Distance to the optimal preconditioner")
-    bx.legend(loc="lower left", fontsize=7.5)
-    style.panel_label(bx, "b")
+    style.label_panel(bx, "b", title="Distance to the optimal preconditioner",
+                      xlabel=style.STEP_LABEL, ylabel="relative Frobenius distance to P*",
+                      legend="lower left", fontsize=7.5)
     return fig
 
 

@@ -19,7 +19,6 @@ References: MATH.md §4, §5.6; Li et al. (2017); Park & Oliva (2019); Arnold, I
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -27,15 +26,8 @@ import numpy as np
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
-from maml_depth.paper_figures.runs import (
-    LINEAR,
-    LR_SCALE,
-    interval_arrays,
-    linear_family,
-    linear_run,
-    progress_iter,
-    stack_curves,
-)
+from maml_depth.paper_figures.frame import LinearFrame
+from maml_depth.paper_figures.runs import LINEAR, LR_SCALE, interval_arrays, linear_runs
 
 NUMBER = 5
 NAME = "fig5_meta_optimizers"
@@ -82,42 +74,24 @@ def _available(kind: str) -> str | None:
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
-    t0 = time.perf_counter()
-    s = LINEAR
-    fam = linear_family(s)
-    S, La = fam.Sigma.numpy(), fam.Lam.numpy()
-    data = FigureData()
-    data.put("Sigma", S)
-    data.put("Lam", La)
-    th = theory(S, La, s.sigma, s.n, s.alpha)
+    frame = LinearFrame(LINEAR)
+    s = frame.setting
+    th = theory(frame.Sigma, frame.Lam, s.sigma, s.n, s.alpha)
     for k, v in th.items():
-        data.put(f"theory_{k}", v)
+        frame.data.put(f"theory_{k}", v)
     missing = {k: why for k, _, _ in METHODS if (why := _available(k)) is not None}
     kinds = [k for k, _, _ in METHODS if k not in missing]
-    runs: dict[str, list[Any]] = {k: [] for k in kinds}
-    jobs = [(k, seed) for seed in range(budget.seeds) for k in kinds]
-    for kind, seed in progress_iter(jobs, "fig 5 runs", progress):
-        runs[kind].append(linear_run(kind, s, budget, seed))
+    runs = linear_runs(kinds, s, budget, desc="fig 5 runs", progress=progress)
     for kind in kinds:
-        steps, curves = stack_curves(runs[kind])
-        data.put(f"steps_{kind}", steps)
-        data.put(f"curves_{kind}", curves)
-        data.put(f"final_{kind}", np.array([float(np.mean(r.final)) for r in runs[kind]]))
-    data.meta = {"setting": {"d": s.d, "n": s.n, "sigma": s.sigma, "alpha": s.alpha,
-                             "depth": s.depth, "hidden": s.hidden},
-                 "seeds": budget.seeds, "meta_steps": budget.meta_steps,
-                 "eval_tasks": budget.eval_tasks, "checkpoint_tasks": budget.checkpoint_tasks,
-                 "outer_lr": {k: s.lr * LR_SCALE.get(k, 1.0) for k in kinds},
-                 "not_available": missing,
-                 "diverged": [f"{k}: {r.diverged}" for k in kinds for r in runs[k]
-                              if r.diverged],
-                 "seconds": time.perf_counter() - t0}
-    return data
+        frame.put_runs(kind, runs[kind])
+    return frame.finish(
+        budget, eval_tasks=budget.eval_tasks, checkpoint_tasks=budget.checkpoint_tasks,
+        outer_lr={k: s.lr * LR_SCALE.get(k, 1.0) for k in kinds}, not_available=missing,
+        diverged=[f"{k}: {r.diverged}" for k in kinds for r in runs[k] if r.diverged])
 
 
 def render(data: FigureData) -> Any:
-    fig, axes = style.new_figure(FIGSIZE, ncols=2, width_ratios=[1.15, 1.0])
-    ax, bx = axes[0]
+    fig, ax, bx = style.two_panels(FIGSIZE, width_ratios=[1.15, 1.0])
     C = style.COLORS
     m = data.meta
     for kind, label, _ in METHODS:
@@ -132,17 +106,15 @@ def render(data: FigureData) -> Any:
             ("full", "E ℒ(P*)", C["theory"], "--")):
         style.theory_line(ax, float(data[f"theory_{key}"]), f"theory {label}", color, ls=ls)
     style.plain_log_axis(ax)
-    ax.set_xlabel("meta-training step (outer iterations)")
-    ax.set_ylabel("post-adaptation loss (½·squared error)")
-    ax.set_title("Meta-training (mean, 95% band over seeds)")
-    ax.legend(loc="upper right", ncol=2, fontsize=7.5)
-    style.panel_label(ax, "a")
+    style.label_panel(ax, "a", title="Meta-training (mean, 95% band over seeds)",
+                      xlabel=style.STEP_LABEL, ylabel=style.LOSS_LABEL, legend="upper right",
+                      ncol=2, fontsize=7.5)
 
     xs = np.arange(len(METHODS))
-    for x, (kind, _label, cls) in zip(xs, METHODS, strict=True):
+    for x, (kind, _label, cls) in zip(xs.tolist(), METHODS, strict=True):
         th = float(data[f"theory_{cls}"])
         bx.hlines(th, x - 0.32, x + 0.32, color=C["theory"], lw=2.2, zorder=2,
-                  label="theory: optimum of the class" if x == 0 else None)
+                  label="theory: optimum of the class" if x == 0 else "")
         if f"final_{kind}" not in data:
             bx.text(x, th, "not\navailable", ha="center", va="bottom", fontsize=7.5,
                     color=C["reference"])
@@ -156,11 +128,9 @@ def render(data: FigureData) -> Any:
     bx.set_xticks(xs, [f"{lbl}\n({'shallow' if k != 'deep-top' else 'deep'})"
                        for k, lbl, _ in METHODS], fontsize=8)
     bx.set_xlim(-0.6, len(METHODS) - 0.4)
-    bx.set_ylabel("post-adaptation loss (½·squared error)")
-    bx.set_title("After meta-training vs class optimum")
-    bx.legend(loc="upper right", fontsize=7.5)
     bx.grid(axis="x", visible=False)
-    style.panel_label(bx, "b")
+    style.label_panel(bx, "b", title="After meta-training vs class optimum",
+                      ylabel=style.LOSS_LABEL, legend="upper right", fontsize=7.5)
     return fig
 
 

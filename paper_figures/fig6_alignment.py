@@ -16,7 +16,6 @@ References: MATH.md §4, §5.5; Arnold, Iqbal, Sha (AISTATS 2021), §3–4.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -24,13 +23,12 @@ import numpy as np
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
+from maml_depth.paper_figures.frame import LinearFrame
 from maml_depth.paper_figures.runs import (
+    bottom_layer_series,
+    final_means,
     interval_arrays,
-    linear_family,
-    linear_run,
     log_interval_arrays,
-    model_for,
-    progress_iter,
 )
 from maml_depth.validation.claim_bottom_layers import SETTING
 
@@ -64,43 +62,27 @@ def principal_angles_deg(B: np.ndarray, U: np.ndarray) -> np.ndarray:
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
-    from maml_depth.validation.linear_setting import B_L
-
-    t0 = time.perf_counter()
-    s = SETTING
-    fam = linear_family(s)
-    S, La = fam.Sigma.numpy(), fam.Lam.numpy()
-    data = FigureData()
-    data.put("Sigma", S)
-    data.put("Lam", La)
-    U, Pi = theory_range(S, La, s.sigma, s.n)
+    frame = LinearFrame(SETTING)
+    s, data = frame.setting, frame.data
+    U, Pi = theory_range(frame.Sigma, frame.Lam, s.sigma, s.n)
     data.put("theory_range_projector", Pi)
     k = U.shape[1]
-    model = model_for("deep-top", s)
-    runs = [linear_run("deep-top", s, budget, seed)
-            for seed in progress_iter(list(range(budget.seeds)), "fig 6 runs", progress)]
-    T = max(len(r.steps) for r in runs)
-    A = np.full((len(runs), T, k), np.nan)
-    En = np.full((len(runs), T), np.nan)
-    for i, r in enumerate(runs):
-        for t, p in enumerate(r.snapshots):
-            B = B_L(model, p).numpy()
-            A[i, t] = principal_angles_deg(B, U)
-            En[i, t] = float(np.linalg.norm(B - B @ Pi) ** 2 / np.linalg.norm(B) ** 2)
-    data.put("steps", max((r.steps for r in runs), key=len))
-    data.put("angles_deg", A)
-    data.put("energy_outside", En)
-    data.put("final_loss", np.array([float(np.mean(r.final)) for r in runs]))
-    data.meta = {"setting": {"d": s.d, "n": s.n, "sigma": s.sigma, "alpha": s.alpha,
-                             "depth": s.depth, "hidden": s.hidden, "rank": int(k)},
-                 "seeds": budget.seeds, "meta_steps": budget.meta_steps,
-                 "seconds": time.perf_counter() - t0}
-    return data
+
+    def alignment(B: np.ndarray) -> tuple[np.ndarray, float]:
+        return (principal_angles_deg(B, U),
+                float(np.linalg.norm(B - B @ Pi) ** 2 / np.linalg.norm(B) ** 2))
+
+    runs, steps, (angles, energy) = bottom_layer_series(s, budget, alignment,
+                                                        desc="fig 6 runs", progress=progress)
+    data.put("steps", steps)
+    data.put("angles_deg", angles)
+    data.put("energy_outside", energy)
+    data.put("final_loss", final_means(runs))
+    return frame.finish(budget, setting_extra={"rank": int(k)})
 
 
 def render(data: FigureData) -> Any:
-    fig, axes = style.new_figure(FIGSIZE, ncols=2)
-    ax, bx = axes[0]
+    fig, ax, bx = style.two_panels(FIGSIZE)
     C = style.COLORS
     m = data.meta
     steps, A = data["steps"], data["angles_deg"]
@@ -114,25 +96,19 @@ def render(data: FigureData) -> Any:
                label="theory: row space of B_L = range(P*) (0°)")
     ax.set_ylim(bottom=-2, top=max(92.0, float(np.nanmax(A)) + 2))
     ax.set_yticks([0, 15, 30, 45, 60, 75, 90])
-    ax.set_xlabel("meta-training step (outer iterations)")
-    ax.set_ylabel("principal angle (degrees)")
-    ax.set_title(f"B_L vs the rank-{m['setting']['rank']} task subspace")
-    ax.legend(loc="upper right")
-    ax.text(0.98, 0.55, f"mean and 95% band over n = {n} seeds", transform=ax.transAxes,
-            ha="right", fontsize=7.5, color="#444444")
-    style.panel_label(ax, "a")
+    style.label_panel(ax, "a", title=f"B_L vs the rank-{m['setting']['rank']} task subspace",
+                      xlabel=style.STEP_LABEL, ylabel="principal angle (degrees)",
+                      legend="upper right")
+    style.note(ax, f"mean and 95% band over n = {n} seeds", y=0.55)
 
     mean, low, high = log_interval_arrays(np.clip(data["energy_outside"], 1e-16, None))
     style.band(bx, steps, mean, low, np.minimum(high, 1.0), color=C["deep"],
                label=f"measured (geometric mean, 95% band, n = {n} seeds)")
-    bx.text(0.98, 0.7, "theory: 0 at the optimum (off the log scale)", transform=bx.transAxes,
-            ha="right", fontsize=7.5, color="#444444")
+    style.note(bx, "theory: 0 at the optimum (off the log scale)", y=0.7)
     style.plain_log_axis(bx)
-    bx.set_xlabel("meta-training step (outer iterations)")
-    bx.set_ylabel("‖B_L(I − Π)‖²_F / ‖B_L‖²_F (fraction)")
-    bx.set_title("Energy of B_L outside the task subspace")
-    bx.legend(loc="upper right")
-    style.panel_label(bx, "b")
+    style.label_panel(bx, "b", title="Energy of B_L outside the task subspace",
+                      xlabel=style.STEP_LABEL, ylabel="‖B_L(I − Π)‖²_F / ‖B_L‖²_F (fraction)",
+                      legend="upper right")
     return fig
 
 

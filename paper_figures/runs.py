@@ -38,17 +38,20 @@ from maml_depth.numerics import (
 )
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.validation import stats
-from maml_depth.validation.linear_setting import LinearSetting
+from maml_depth.validation.linear_setting import B_L, LinearSetting
 
 __all__ = [
     "EVAL_SEED",
     "KINDS",
     "LINEAR",
     "Run",
+    "bottom_layer_series",
     "interval_arrays",
     "linear_run",
+    "linear_runs",
     "log_interval_arrays",
     "outer_config",
+    "snapshot_arrays",
     "train_and_measure",
 ]
 
@@ -210,9 +213,37 @@ def linear_run(kind: str, setting: LinearSetting, budget: FigureBudget, seed: in
                              checkpoint_tasks=budget.checkpoint_tasks, keep_snapshots=True)
 
 
+def linear_runs(kinds: Sequence[str], setting: LinearSetting, budget: FigureBudget, *,
+                desc: str, progress: bool = False) -> dict[str, list[Run]]:
+    """``{kind: [run of seed 0, 1, …]}``: :func:`linear_run` of each of ``kinds`` for every
+    seed of ``budget`` (seed by seed, the kinds in order), under a progress bar ``desc``."""
+    runs: dict[str, list[Run]] = {k: [] for k in kinds}
+    jobs = [(k, seed) for seed in range(budget.seeds) for k in kinds]
+    for kind, seed in progress_iter(jobs, desc, progress):
+        runs[kind].append(linear_run(kind, setting, budget, seed))
+    return runs
+
+
 def model_for(kind: str, setting: LinearSetting = LINEAR) -> DeepLinear:
     """A model of the architecture of ``kind`` (for reading snapshots)."""
     return _model(kind, setting, 0)
+
+
+def bottom_layer_series(setting: LinearSetting, budget: FigureBudget,
+                        measure: Callable[[np.ndarray], tuple[Any, ...]], *, desc: str,
+                        progress: bool = False
+                        ) -> tuple[list[Run], np.ndarray, list[np.ndarray]]:
+    """The ``deep-top`` runs of every seed of ``budget`` on ``setting``, read along training
+    through ``B_L = W_{L−1} ⋯ W_1``, the product of the frozen layers below the adapted top
+    layer (the inner step's preconditioner is ``α B_LᵀB_L``).
+
+    ``measure(B_L)`` (numpy) returns a tuple of quantities at one checkpoint; returns
+    ``(runs, steps, arrays)`` with :func:`snapshot_arrays`' steps and arrays.
+    """
+    model = model_for("deep-top", setting)
+    runs = linear_runs(("deep-top",), setting, budget, desc=desc, progress=progress)["deep-top"]
+    steps, arrays = snapshot_arrays(runs, lambda p: measure(B_L(model, p).numpy()))
+    return runs, steps, arrays
 
 
 def with_depth(setting: LinearSetting, depth: int) -> LinearSetting:
@@ -274,6 +305,25 @@ def stack_curves(runs: Sequence[Run]) -> tuple[np.ndarray, np.ndarray]:
     for i, r in enumerate(runs):
         out[i, : len(r.curve)] = r.curve
     return np.asarray(longest.steps), out
+
+
+def snapshot_arrays(runs: Sequence[Run], measure: Callable[[Params], tuple[Any, ...]]
+                    ) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Quantities read from the kept parameters of several runs along training.
+
+    ``measure(params)`` returns a tuple of quantities (scalars or arrays) at one checkpoint.
+    Returns the steps of the longest run and, per quantity, an array seeds × checkpoints ×
+    (its shape), padded with NaN after a run that stopped early (divergence).
+    """
+    values = [[measure(p) for p in r.snapshots] for r in runs]
+    steps = max((r.steps for r in runs), key=len)
+    first = next(v[0] for v in values if v)
+    out = [np.full((len(runs), len(steps), *np.shape(q)), np.nan) for q in first]
+    for i, per_run in enumerate(values):
+        for t, quantities in enumerate(per_run):
+            for arr, q in zip(out, quantities, strict=True):
+                arr[i, t] = q
+    return np.asarray(steps), out
 
 
 def final_means(runs: Sequence[Run]) -> np.ndarray:

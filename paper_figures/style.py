@@ -23,6 +23,7 @@ import numpy as np
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 
 from maml_depth._io import atomic_write_bytes
 from maml_depth.validation.plots import PALETTE
@@ -31,18 +32,23 @@ __all__ = [
     "COLORS",
     "DPI",
     "FORMATS",
+    "LOSS_LABEL",
     "PALETTE",
     "RC",
+    "STEP_LABEL",
     "band",
     "context",
     "errorbars",
+    "label_panel",
     "new_figure",
     "not_available",
+    "note",
     "panel_label",
     "pixel_size",
     "plain_log_axis",
     "save",
     "theory_line",
+    "two_panels",
 ]
 
 #: resolution of the PNG files (PDF is vector)
@@ -60,6 +66,12 @@ COLORS: dict[str, str] = {
     "theory": PALETTE[7],  # black
     "reference": "#777777",
 }
+
+#: axis labels shared by the panels that plot a loss along meta-training
+STEP_LABEL = "meta-training step (outer iterations)"
+LOSS_LABEL = "post-adaptation loss (½·squared error)"
+#: colour of the small explanatory notes inside a panel
+NOTE_COLOR = "#444444"
 
 RC: dict[str, Any] = {
     "font.size": 10,
@@ -100,6 +112,13 @@ def new_figure(size: tuple[float, float], ncols: int = 1, nrows: int = 1,
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
     return fig, axes
+
+
+def two_panels(size: tuple[float, float], **kw: Any) -> tuple[Figure, Axes, Axes]:
+    """A :func:`new_figure` of two panels side by side: ``(fig, left, right)``."""
+    fig, axes = new_figure(size, ncols=2, **kw)
+    left, right = axes[0]
+    return fig, left, right
 
 
 def pixel_size(size: tuple[float, float]) -> tuple[int, int]:
@@ -181,3 +200,25 @@ def not_available(ax: Axes, what: str) -> None:
 def panel_label(ax: Axes, letter: str) -> None:
     """``(a)``, ``(b)`` … in the upper-left corner, outside the axes."""
     ax.set_title(f"({letter})", loc="left", fontweight="bold", fontsize=11)
+
+
+def label_panel(ax: Axes, letter: str, *, title: str, xlabel: str | None = None,
+                ylabel: str | None = None, legend: str | None = None,
+                **legend_kw: Any) -> Legend | None:
+    """Finish a panel: axis labels, ``title``, :func:`panel_label` ``letter`` and, when
+    ``legend`` names a location, the legend there (``legend_kw`` go to
+    :meth:`~matplotlib.axes.Axes.legend`; call this after drawing). Returns the legend."""
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
+    if ylabel is not None:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    leg = ax.legend(**{"loc": legend, **legend_kw}) if legend is not None else None
+    panel_label(ax, letter)
+    return leg
+
+
+def note(ax: Axes, text: str, *, y: float, va: str = "baseline") -> None:
+    """A small grey explanatory note, right-aligned at height ``y`` (axes fraction)."""
+    ax.text(0.98, y, text, transform=ax.transAxes, ha="right", va=va, fontsize=7.5,
+            color=NOTE_COLOR)

@@ -68,3 +68,19 @@ def assert_close(
             f"{what or 'value'}: relative error {err:.3e} > rtol {rtol:.1e} ({dt})\n"
             f"actual=\n{a}\nexpected=\n{e}"
         )
+
+
+#: above this size a post-adaptation loss means the inner loop diverged (step size too
+#: large for the drawn weights): values like 1e180 differ by cancellation, not by the code
+#: under test, so a property test draws again instead of comparing them.
+DIVERGED = 1e8
+
+
+def assume_not_diverged(*values: Any) -> None:
+    """``hypothesis.assume`` that every value is finite and at most :data:`DIVERGED` in size."""
+    from hypothesis import assume
+
+    for v in values:
+        arr = to_numpy(v).astype(np.float64)
+        assume(bool(np.all(np.isfinite(arr))) and float(np.max(np.abs(arr), initial=0.0))
+               <= DIVERGED)

@@ -14,8 +14,15 @@ Peers (same model, same maths, gradients checked equal in float64 before timing)
 Each (config, peer) runs in a fresh subprocess, so a peer that fails to import or run is
 reported as unavailable with the reason, and peak memory is that process's own: on CPU the
 growth of the process's peak resident set from just before the model and data are built
-to the end of the timed steps (model, data, autograd graphs, allocator slack), on CUDA
-``torch.cuda.max_memory_allocated``. Timing: warm-up steps, then the median of ≥ 20 steps.
+to the end of the timed steps (model, data, autograd graphs, allocator slack; torch's lazy
+imports, e.g. the ~40 MB the first ``torch.optim.Adam`` pulls in, are triggered before the
+baseline), on CUDA ``torch.cuda.max_memory_allocated``. On CPU a second, exact reading is
+the peak of the C heap in use during one extra meta-step above its value before it (glibc
+``mallinfo2``, sampled after every torch operation: allocated bytes, no allocator slack).
+Timing: warm-up steps, then the median of ≥ 20 steps and ≥ 1 s of steps;
+every config is measured in ``rounds`` rounds over the peers (default 2) and each peer's
+fastest round is kept, so that a burst of load on a shared machine does not decide a ratio.
+The Adam step that ends each meta-step is the fused implementation where torch has one.
 
 FLOP rate: the floating-point operations of one meta-step (meta-loss and backward) are
 counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products; elementwise work
@@ -183,9 +190,64 @@ def _matmul_gflops(cfg: EngineConfig, dev: Any, repeats: int = 30) -> float:
     return 2.0 * a.shape[0] * cfg.hidden * cfg.hidden / statistics.median(times) / 1e9
 
 
+def _peak_heap_mb(run: Callable[[], Any]) -> float:
+    """Peak of the C heap in use (glibc ``mallinfo2``: allocated bytes, no allocator slack)
+    while ``run()`` executes, above its value just before, sampled after every torch
+    operation; NaN where glibc's ``mallinfo2`` is not available."""
+    import ctypes
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return float("nan")
+
+    class _Info(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
+            "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2.restype = _Info
+
+    def in_use() -> int:
+        m = mallinfo2()
+        return int(m.uordblks + m.hblkhd)
+
+    class _Peak(TorchDispatchMode):
+        peak = 0
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (),
+                               kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            self.peak = max(self.peak, in_use())
+            return out
+
+    base = in_use()
+    with _Peak() as mode:
+        run()
+    return max(mode.peak - base, 0) / 2**20
+
+
+def _adam(params: list[Any], lr: float = 1e-3) -> Any:
+    """Adam, the fused implementation where torch has one for these tensors (one kernel for
+    all parameters: ~45 µs instead of ~160 µs per step on the small config, a fixed cost in
+    every peer's meta-step that would otherwise blur the ratios)."""
+    import torch
+
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
+
+
 def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup: int = 3,
-            threads: int = 2) -> dict[str, Any]:
-    """Time ``repeats`` meta-steps (meta-loss, backward, Adam step) of ``peer`` (in-process)."""
+            threads: int = 2, min_time_s: float = 1.0, max_repeats: int = 2000
+            ) -> dict[str, Any]:
+    """Time meta-steps (meta-loss, backward, Adam step) of ``peer`` (in-process): at least
+    ``repeats`` of them and, up to ``max_repeats``, at least ``min_time_s`` seconds of them;
+    the median and the minimum step time."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -199,11 +261,11 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
     # resident modules): do it here too, so that it is not counted as the peer's memory
     w = torch.zeros(1, requires_grad=True)
     w.sum().backward()
-    torch.optim.Adam([w]).step()
+    _adam([w]).step()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     dev = torch.device(device)
     model, fam, batch = _build(cfg, torch.float32, dev)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    opt = _adam(list(model.parameters()), lr=1e-4)
     step = _meta_loss_fn(peer, cfg, model, fam, batch)
 
     def one() -> None:
@@ -216,8 +278,12 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
     if dev.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    start = time.perf_counter()
+    # at least `repeats` steps and at least `min_time_s` of stepping: a step of 1 ms would
+    # otherwise be timed over 20 ms, shorter than one burst of load from another process
+    while len(times) < repeats or (time.perf_counter() - start < min_time_s
+                                   and len(times) < max_repeats):
         t0 = time.perf_counter()
         one()
         if dev.type == "cuda":
@@ -238,6 +304,10 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
     except Exception:  # a peer whose operations the counter cannot follow
         pass
     mm_gflops = _matmul_gflops(cfg, dev)
+    heap_mb = float("nan")
+    if dev.type == "cpu":
+        opt.zero_grad(set_to_none=True)
+        heap_mb = _peak_heap_mb(step)
     # correctness: the peer's float64 meta-gradient against the loop reference (after
     # timing, so that it does not inflate the peak memory)
     err = 0.0
@@ -249,41 +319,87 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
             return {"status": f"meta-gradient differs from the loop (rel. error {err:.2e})"}
     ms = 1e3 * statistics.median(times)
     return {"status": "ok", "ms": ms, "ms_min": 1e3 * min(times), "peak_mb": peak_mb,
-            "grad_rel_err": err, "repeats": repeats, "gflop_per_step": flops / 1e9,
+            "heap_mb": heap_mb, "grad_rel_err": err, "repeats": len(times),
+            "gflop_per_step": flops / 1e9,
             "gflops": flops / 1e9 / (ms / 1e3), "matmul_gflops": mm_gflops}
+
+
+def largest_fitting(fits: Callable[[int], bool], start: int, limit: int,
+                    rel_precision: float = 0.05) -> int:
+    """The largest ``T`` in ``[start, limit]`` with ``fits(T)``, assuming that fitting is
+    monotone (if T fits, every smaller T fits): doubling from ``start`` until ``fits`` fails
+    (or ``limit``), then bisection between the last fit and the first failure until they are
+    within ``rel_precision`` of each other. 0 when ``start`` itself does not fit."""
+    if start < 1 or limit < start:
+        raise ValueError(f"need 1 ≤ start ≤ limit, got start={start}, limit={limit}")
+    lo, hi = 0, None  # lo fits (0: nothing known), hi does not
+    T = start
+    while T <= limit:
+        if fits(T):
+            lo = T
+            T *= 2
+        else:
+            hi = T
+            break
+    if hi is None:
+        # every doubling up to the limit fitted; the limit itself may too
+        if lo < limit and fits(limit):
+            return limit
+        hi = limit if lo < limit else lo + 1
+    if lo == 0:
+        return 0
+    while hi - lo > max(1, int(rel_precision * lo)):
+        mid = (lo + hi) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def largest_task_batch(peer: str, cfg: EngineConfig, device: str = "cuda",
                        max_tasks: int = 1 << 20, repeats: int = 10) -> dict[str, Any]:
-    """GPU capacity: double the number of tasks from ``cfg.tasks`` until a meta-step runs
-    out of memory; the largest that fits, and its meta-steps per second (CUDA only)."""
+    """GPU capacity: the largest number of tasks of ``cfg`` (to 5 %, by doubling from
+    ``cfg.tasks`` and then bisection, :func:`largest_fitting`) for which a meta-step of
+    ``peer`` runs without running out of memory, and its meta-steps per second (CUDA)."""
     import torch
 
     dev = torch.device(device)
-    best: dict[str, Any] = {"tasks": 0, "steps_per_s": float("nan")}
-    T = cfg.tasks
-    while T <= max_tasks:
+    cuda = dev.type == "cuda"
+    oom: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,) if cuda else (
+        MemoryError,)
+    timings: dict[int, dict[str, Any]] = {}
+
+    def fits(T: int) -> bool:
         c = EngineConfig(**{**asdict(cfg), "tasks": T})
+        model = fam = batch = step = None
         try:
             model, fam, batch = _build(c, torch.float32, dev)
             step = _meta_loss_fn(peer, c, model, fam, batch)
             step()
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
             for _ in range(repeats):
                 model.zero_grad(set_to_none=True)
                 step()
-            torch.cuda.synchronize()
-            best = {"tasks": T, "steps_per_s": repeats / (time.perf_counter() - t0),
-                    "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
-        except torch.cuda.OutOfMemoryError:
-            break
+            if cuda:
+                torch.cuda.synchronize()
+            timings[T] = {"steps_per_s": repeats / (time.perf_counter() - t0),
+                          "peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda
+                          else float("nan")}
+            return True
+        except oom:
+            return False
         finally:
-            model = fam = batch = step = None  # type: ignore[assignment]
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        T *= 2
-    return best
+            del model, fam, batch, step
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+
+    T = largest_fitting(fits, cfg.tasks, max_tasks)
+    return {"tasks": T, **timings.get(T, {"steps_per_s": float("nan"),
+                                          "peak_mb": float("nan")})}
 
 
 def _measure_in_subprocess(peer: str, cfg: EngineConfig, device: str, repeats: int,
@@ -324,27 +440,50 @@ def _target_note(name: str, res: dict[str, dict[str, Any]]) -> str | None:
             parts.append(f"≥ {tg[peer]:g}× {peer}: {got:.2f}× "
                          f"({'met' if got >= tg[peer] else 'MISSED'})")
     if "mem" in tg and res.get("vmap", {}).get("status") == "ok":
-        frac = _ratio(f["peak_mb"], res["vmap"]["peak_mb"])
-        parts.append(f"peak memory ≤ {tg['mem']:g} × vmap's: {frac:.3f} × "
-                     f"({'met' if frac <= tg['mem'] else 'MISSED'})")
+        for key, what in (("peak_mb", "peak memory (RSS growth)"), ("heap_mb", "peak heap")):
+            frac = _ratio(f.get(key), res["vmap"].get(key))
+            if frac == frac:
+                parts.append(f"{what} ≤ {tg['mem']:g} × vmap's: {frac:.3f} × "
+                             f"({'met' if frac <= tg['mem'] else 'MISSED'})")
     return "targets of the factorized engine (issue 10): " + "; ".join(parts)
 
 
+def _faster(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
+    """Of two measurements of one peer, the one with the lower median (a successful one
+    over a failed one)."""
+    if a is None:
+        return b
+    if b.get("status") != "ok":
+        return a
+    if a.get("status") != "ok" or b["ms"] < a["ms"]:
+        return b
+    return a
+
+
 def run(configs: list[str] | None = None, peers: list[str] | None = None, device: str = "cpu",
-        repeats: int = 20, timeout: float = 900.0, progress: bool = True) -> list[Table]:
+        repeats: int = 20, timeout: float = 900.0, progress: bool = True,
+        rounds: int = 2) -> list[Table]:
     """Measure every peer on every config; one table per config, speed ratios against the
-    loop and vmap, memory against vmap, FLOP rate against a plain matrix product."""
+    loop and vmap, memory against vmap, FLOP rate against a plain matrix product.
+
+    Each config is measured in ``rounds`` rounds, every peer once per round (in turn, each in
+    its own subprocess), and each peer's round with the lowest median is kept: a burst of
+    load from other processes on a shared machine then has to hit the same peer in every
+    round to change the table."""
     from tqdm.auto import tqdm
 
+    if rounds < 1:
+        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
     cfgs = [CONFIGS[c] for c in (configs or list(CONFIGS))]
     peers = list(peers or PEERS)
     tables = []
-    jobs = [(c, p) for c in cfgs for p in peers]
+    jobs = [(c, p) for c in cfgs for _ in range(rounds) for p in peers]
     results: dict[tuple[str, str], dict[str, Any]] = {}
     load: dict[str, tuple[float, float]] = {}
     for c, p in tqdm(jobs, desc="bench", disable=not progress):
         before = os.getloadavg()[0]
-        results[(c.name, p)] = _measure_in_subprocess(p, c, device, repeats, timeout)
+        results[(c.name, p)] = _faster(results.get((c.name, p)),
+                                       _measure_in_subprocess(p, c, device, repeats, timeout))
         load[c.name] = (min(load.get(c.name, (before, 0))[0], before),
                         max(load.get(c.name, (0, before))[1], os.getloadavg()[0]))
     for c in cfgs:
@@ -355,24 +494,26 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
             f"{'ReLU MLP' if c.mlp else 'deep linear'}, float32, {device}",
             ["peer", "ms/step (median)", "ms/step (min)", "steps/s", "× faster than loop",
              "× faster than vmap",
-             "peak mem (MB)", "mem / vmap's", "GFLOP/step", "GFLOP/s", "% of matmul rate",
+             "peak mem (MB)", "mem / vmap's", "peak heap (MB)", "heap / vmap's", "GFLOP/step",
+             "GFLOP/s", "% of matmul rate",
              "grad rel. err (float64)", "status"])
         loop_ms = res.get("loop", {}).get("ms") if res.get("loop", {}).get("status") == "ok" \
             else None
         vmap = res.get("vmap", {}) if res.get("vmap", {}).get("status") == "ok" else {}
-        mm_rates = []
+        mm_rates = [float(r["matmul_gflops"]) for r in res.values()
+                    if r.get("status") == "ok" and r.get("matmul_gflops") is not None]
+        mm_rate = statistics.median(mm_rates) if mm_rates else float("nan")
         for p in peers:
             r = res[p]
             ok = r.get("status") == "ok"
             ms = r.get("ms", float("nan")) if ok else float("nan")
-            if ok and r.get("matmul_gflops") is not None:
-                mm_rates.append(float(r["matmul_gflops"]))
             gf = r.get("gflops", float("nan")) if ok else float("nan")
             ms_min = r.get("ms_min", float("nan")) if ok else float("nan")
             t.add(p, ms, ms_min, _ratio(1e3, ms), _ratio(loop_ms, ms), _ratio(vmap.get("ms"), ms),
                   r.get("peak_mb", float("nan")), _ratio(r.get("peak_mb"), vmap.get("peak_mb")),
+                  r.get("heap_mb", float("nan")), _ratio(r.get("heap_mb"), vmap.get("heap_mb")),
                   r.get("gflop_per_step", float("nan")), gf,
-                  100 * _ratio(gf, r.get("matmul_gflops")),
+                  100 * _ratio(gf, mm_rate),
                   r.get("grad_rel_err", float("nan")), r.get("status", "?"))
         note = _target_note(c.name, res)
         if note:
@@ -380,12 +521,16 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
         if mm_rates:
             t.notes.append(
                 f"plain float32 matmul ({c.tasks * c.shots}×{c.hidden}) @ ({c.hidden}×"
-                f"{c.hidden}) on this machine: {statistics.median(mm_rates):.1f} GFLOP/s "
-                f"(median over the peers' processes); FLOPs counted by "
-                f"torch.utils.flop_counter (matrix products only)")
+                f"{c.hidden}) on this machine: {mm_rate:.1f} GFLOP/s (median over the "
+                f"peers' processes; the '% of matmul rate' column divides by it); FLOPs "
+                f"counted by torch.utils.flop_counter (matrix products only)")
         t.notes.append(f"machine: {machine_description()}")
         lo, hi = load.get(c.name, (float("nan"), float("nan")))
-        t.notes.append(f"median of {repeats} steps after 3 warm-up steps, 2 threads; "
+        counts = [int(r["repeats"]) for r in res.values() if r.get("status") == "ok"]
+        span = f"{min(counts)}–{max(counts)}" if counts else "no"
+        t.notes.append(f"median over ≥ {repeats} steps and ≥ 1 s of steps ({span} steps per "
+                       f"peer) after 3 warm-up steps, 2 threads, the "
+                       f"fastest of {rounds} round(s) per peer (Adam fused where available); "
                        "'× faster than X' = X's median ms / this peer's; 1-minute load "
                        f"average of the machine while this table ran: {lo:.1f}–{hi:.1f} "
                        f"(on {os.cpu_count()} logical CPUs)")
@@ -400,9 +545,9 @@ def _capacity_table(peers: list[str], device: str, timeout: float) -> Table:
     """Largest task batch of the large config that fits on the GPU, per engine."""
     cfg = CONFIGS["large"]
     t = Table(f"GPU capacity, large config (dims {'-'.join(map(str, cfg.dims))}, "
-              f"{cfg.shots} shots, second order, float32): tasks doubled from {cfg.tasks} "
-              f"until out of memory", ["peer", "largest task batch", "meta-steps/s",
-                                       "peak mem (MB)", "status"])
+              f"{cfg.shots} shots, second order, float32): the most tasks that fit (to 5 %: "
+              f"doubled from {cfg.tasks} until out of memory, then bisected)",
+              ["peer", "largest task batch", "meta-steps/s", "peak mem (MB)", "status"])
     for p in peers:
         r = _measure_in_subprocess(p, cfg, device, 20, timeout, capacity=True)
         t.add(p, r.get("tasks", 0), r.get("steps_per_s", float("nan")),

@@ -14,6 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configs", default=None, help="engine configs, e.g. small,large")
     p.add_argument("--peers", default=None, help="engine peers, e.g. loop,vmap,higher,torchopt")
     p.add_argument("--repeats", type=int, default=20, help="timed meta-steps per peer (≥ 20)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds over the peers; each peer's fastest round is kept (≥ 1)")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto")
     p.add_argument("--out", default=None, help="also write the tables (Markdown) to this file")
 
@@ -27,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 20:
         raise InvalidArgumentError(f"--repeats must be ≥ 20 for a median, got {args.repeats}")
+    if args.rounds < 1:
+        raise InvalidArgumentError(f"--rounds must be ≥ 1, got {args.rounds}")
     tables: list[Table] = []
     if args.theory:
         for mod in ("update_rule", "expected_loss"):
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
                 raise InvalidArgumentError(
                     f"--peers: unknown peer {p!r}; choose from {list(engine.PEERS)}")
         device = str(resolve_device(args.device))
-        tables = engine.run(configs, peers, device=device, repeats=args.repeats)
+        tables = engine.run(configs, peers, device=device, repeats=args.repeats,
+                            rounds=args.rounds)
     text = render(tables)
     print(text)
     if args.out:

@@ -29,6 +29,7 @@ def test_help_and_version(capsys):
     (["validate", "--claims", "no-such-claim"], "--claims"),
     (["validate", "--budget", "huge"], "--budget"),
     (["bench", "--repeats", "3"], "--repeats"),
+    (["bench", "--rounds", "0"], "--rounds"),
     (["bench", "--configs", "medium"], "--configs"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, field, capsys):

@@ -20,7 +20,7 @@ from maml_depth.numerics import (
     post_adaptation_losses,
 )
 from maml_depth.validation import strategies as mst
-from tests.helpers import assert_close
+from tests.helpers import assert_close, assume_not_diverged
 
 
 def reference_meta_loss(weights, X, Y, Xq, Yq, alpha, S, k, first_order):
@@ -74,6 +74,7 @@ def test_vmap_meta_gradient_equals_per_task_autograd_loop(problem, first_order):
     weights = [params[n] for n in model.weight_names]
     ref = reference_meta_loss(weights, batch.X, batch.Y, batch.Xq, batch.Yq, alpha, S, k,
                               first_order)
+    assume_not_diverged(ref)
     assert_close(ours, ref, what="meta-loss")
     g_ours = torch.autograd.grad(ours, weights)
     g_ref = torch.autograd.grad(ref, weights)
@@ -88,6 +89,7 @@ def test_loop_engine_equals_vmap_engine(problem):
     inner = InnerConfig(alpha=alpha, adapt=S, steps=k)
     a = post_adaptation_losses(model, params, batch, fam, inner, engine="vmap")
     b = post_adaptation_losses(model, params, batch, fam, inner, engine="loop")
+    assume_not_diverged(b)
     assert_close(a, b)
     for x, y in zip(torch.autograd.grad(a.sum(), list(params.values())),
                     torch.autograd.grad(b.sum(), list(params.values())), strict=True):

@@ -1,0 +1,87 @@
+"""The engine benchmark's machinery (a measurement, not a timed test): the capacity search,
+the in-process measurement of each peer on a tiny problem, and the target notes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from maml_depth.benchmarks.engine import (
+    EngineConfig,
+    _faster,
+    _target_note,
+    largest_fitting,
+    largest_task_batch,
+    measure,
+)
+
+TINY = EngineConfig("tiny-test", d=3, hidden=4, depth=3, tasks=4, shots=3)
+
+
+@given(start=st.integers(1, 64), capacity=st.integers(0, 5000), limit=st.integers(64, 8000))
+def test_largest_fitting_finds_the_capacity_to_five_percent(start, capacity, limit):
+    calls = []
+
+    def fits(T):
+        calls.append(T)
+        return T <= capacity
+
+    got = largest_fitting(fits, start, limit)
+    truth = min(capacity, limit)
+    if truth < start:
+        assert got == 0
+        return
+    assert start <= got <= truth  # never reports a size that did not fit
+    assert truth - got <= max(1, 0.05 * got)  # and is within 5 % of the true capacity
+    assert all(c <= limit for c in calls)
+    assert len(calls) <= 2 * math.log2(limit) + 4  # doubling + bisection, not a scan
+
+
+def test_largest_fitting_rejects_bad_bounds():
+    with pytest.raises(ValueError, match="start"):
+        largest_fitting(lambda T: True, 0, 10)
+    with pytest.raises(ValueError, match="limit"):
+        largest_fitting(lambda T: True, 20, 10)
+
+
+@pytest.mark.parametrize("peer", ["loop", "vmap", "factorized"])
+def test_measure_runs_each_engine_and_checks_its_gradient(peer):
+    r = measure(peer, TINY, "cpu", repeats=3, warmup=1, threads=1, min_time_s=0.0)
+    assert r["repeats"] == 3
+    assert r["status"] == "ok"
+    assert r["ms"] > 0 and r["ms_min"] <= r["ms"]
+    # the float64 meta-gradient check against the loop ran (loop: against itself)
+    assert r["grad_rel_err"] < 1e-10
+    assert r["gflop_per_step"] > 0
+
+
+def test_largest_task_batch_on_cpu_reports_a_fitting_size():
+    r = largest_task_batch("factorized", TINY, device="cpu", max_tasks=16, repeats=1)
+    assert r["tasks"] == 16  # nothing runs out of memory at this size
+    assert r["steps_per_s"] > 0
+
+
+def _res(loop, vmap, fac, mem=(1.0, 0.1)):
+    return {"loop": {"status": "ok", "ms": loop},
+            "vmap": {"status": "ok", "ms": vmap, "peak_mb": mem[0], "heap_mb": mem[0]},
+            "factorized": {"status": "ok", "ms": fac, "peak_mb": mem[1], "heap_mb": mem[1]}}
+
+
+def test_target_note_says_met_and_missed():
+    met = _target_note("large", _res(100.0, 100.0, 10.0))
+    assert met is not None and "MISSED" not in met and met.count("(met)") == 4
+    missed = _target_note("large", _res(100.0, 30.0, 10.0, mem=(1.0, 0.5)))
+    assert missed is not None
+    assert "≥ 5× vmap: 3.00× (MISSED)" in missed and "0.500 × (MISSED)" in missed
+    assert _target_note("small-k5", _res(1.0, 1.0, 1.0)) is None  # no targets there
+
+
+def test_faster_keeps_the_round_with_the_lower_median():
+    slow, fast = {"status": "ok", "ms": 5.0}, {"status": "ok", "ms": 2.0}
+    failed = {"status": "unavailable: x"}
+    assert _faster(None, slow) is slow
+    assert _faster(slow, fast) is fast and _faster(fast, slow) is fast
+    assert _faster(failed, slow) is slow and _faster(slow, failed) is slow
