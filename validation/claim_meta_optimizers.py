@@ -21,6 +21,7 @@ References: MATH.md §4, §5.6; paper §4 (Meta-SGD, Meta-Curvature, KFO).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 import numpy as np
@@ -118,7 +119,11 @@ def run_nonlinear(ctx: RunContext) -> ClaimResult:
     from maml_depth.experiments import meta_optimizers as exp
 
     budget = exp.BUDGETS["full" if ctx.budget.name == "full" else "quick"]
-    results = exp.run_experiment(budget, device=ctx.device)
+    # one single-threaded process per CPU core (same results as one process: every job is
+    # seeded); a GPU runs the jobs one after the other
+    workers = 1 if ctx.device.startswith("cuda") else max(1, os.cpu_count() or 1)
+    results = exp.run_experiment(budget, device=ctx.device, workers=workers,
+                                 progress=ctx.progress)
     rows = [r for r in exp.summarize(results) if r.optimizer != "maml"]
     wins = [r for r in rows if r.verdict == "beats MAML"]
     worse = [r for r in rows if r.verdict == "worse than MAML"]

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     for cid in bar:
         bar.set_postfix(claim=cid)
         ctx = RunContext(cid, budget, seed=args.seed, device=device,
-                         out_dir=Path(args.out) / "figures")
+                         out_dir=Path(args.out) / "figures", progress=not args.no_progress)
         r = run_claim(CLAIMS[cid], ctx)
         results.append(r)
         tqdm.write(f"{r.verdict:>13s}  {cid}: {r.summary}")

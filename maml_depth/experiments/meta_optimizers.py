@@ -274,26 +274,41 @@ def run_experiment(
     workers: int = 1,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run every job of ``budget`` (in ``workers`` processes with one thread each)."""
+    """Run every job of ``budget`` (in ``workers`` processes with one thread each; the
+    results do not depend on ``workers``: every job is seeded and single-threaded), with a
+    progress bar over the jobs when ``progress``."""
+    from tqdm.auto import tqdm
+
     jobs = jobs_for(budget, domains, optimizers)
-    log = log or (lambda s: None)
     out: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    if workers <= 1:
-        for i, j in enumerate(jobs, 1):
-            out.append(run_job(j, budget, device))
-            log(_progress(i, len(jobs), out[-1], t0))
-        return out
-    import multiprocessing as mp
+    bar = tqdm(total=len(jobs), desc=f"meta-optimizers ({budget.name})", unit="job",
+               disable=not progress, leave=False)
 
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futs = [pool.submit(_worker, (j, budget, device, 1)) for j in jobs]
-        for i, f in enumerate(as_completed(futs), 1):
-            out.append(f.result())
-            log(_progress(i, len(jobs), out[-1], t0))
-    return out
+    def done(i: int, r: dict[str, Any]) -> None:
+        out.append(r)
+        bar.update(1)
+        bar.set_postfix_str(f"{r['domain']} {r['model']} {r['optimizer']} seed {r['seed']}")
+        if log is not None:
+            log(_progress(i, len(jobs), r, t0))
+
+    try:
+        if workers <= 1:
+            for i, j in enumerate(jobs, 1):
+                done(i, run_job(j, budget, device))
+            return out
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futs = [pool.submit(_worker, (j, budget, device, 1)) for j in jobs]
+            for i, f in enumerate(as_completed(futs), 1):
+                done(i, f.result())
+        return out
+    finally:
+        bar.close()
 
 
 def _progress(i: int, n: int, r: dict[str, Any], t0: float) -> str:

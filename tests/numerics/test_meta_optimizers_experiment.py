@@ -58,3 +58,18 @@ def test_tiny_run_writes_the_document(tmp_path):
 def test_bad_command_line_input_is_one_line_and_exit_2(capsys):
     assert exp.main(["--domains", "omniglot"]) == 2
     assert "--domains" in capsys.readouterr().err
+
+
+def test_results_do_not_depend_on_the_number_of_worker_processes():
+    """Every job is seeded and single-threaded: 2 spawned workers give the same numbers."""
+    kw = dict(domains=("sine",), optimizers=("maml", "meta-sgd"))
+    one = exp.run_experiment(TINY, workers=1, **kw)
+    two = exp.run_experiment(TINY, workers=2, **kw)
+
+    def key(r):
+        return (r["domain"], r["model"], r["optimizer"], r["seed"])
+
+    assert sorted(map(key, one)) == sorted(map(key, two))
+    by_key = {key(r): r for r in two}
+    for r in one:
+        assert r["metric"] == by_key[key(r)]["metric"], key(r)
