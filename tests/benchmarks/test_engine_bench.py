@@ -85,3 +85,19 @@ def test_faster_keeps_the_round_with_the_lower_median():
     assert _faster(None, slow) is slow
     assert _faster(slow, fast) is fast and _faster(fast, slow) is fast
     assert _faster(failed, slow) is slow and _faster(slow, failed) is slow
+
+
+def test_run_makes_one_table_per_config_with_ratios(monkeypatch):
+    """End to end through the subprocesses, on a tiny config and two rounds."""
+    from maml_depth.benchmarks import engine
+    from maml_depth.benchmarks.table import render
+
+    monkeypatch.setitem(engine.CONFIGS, TINY.name, TINY)
+    tables = engine.run([TINY.name], ["loop", "factorized"], repeats=20, rounds=2,
+                        progress=False)
+    assert len(tables) == 1
+    text = render(tables)
+    assert "| loop |" in text and "| factorized |" in text and "unavailable" not in text
+    assert "fastest of 2 round(s)" in text
+    with pytest.raises(ValueError, match="rounds"):
+        engine.run([TINY.name], ["loop"], rounds=0, progress=False)
