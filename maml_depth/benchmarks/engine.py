@@ -34,6 +34,7 @@ hidden)``, timed in the same process with the same threads.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import statistics
@@ -44,7 +45,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from maml_depth import _checks
 from maml_depth.benchmarks.table import Table, machine_description
+from maml_depth.errors import InvalidArgumentError
 
 
 @dataclass(frozen=True)
@@ -331,23 +334,18 @@ def largest_fitting(fits: Callable[[int], bool], start: int, limit: int,
     (or ``limit``), then bisection between the last fit and the first failure until they are
     within ``rel_precision`` of each other. 0 when ``start`` itself does not fit."""
     if start < 1 or limit < start:
-        raise ValueError(f"need 1 ≤ start ≤ limit, got start={start}, limit={limit}")
-    lo, hi = 0, None  # lo fits (0: nothing known), hi does not
-    T = start
-    while T <= limit:
-        if fits(T):
-            lo = T
-            T *= 2
-        else:
-            hi = T
-            break
-    if hi is None:
-        # every doubling up to the limit fitted; the limit itself may too
-        if lo < limit and fits(limit):
-            return limit
-        hi = limit if lo < limit else lo + 1
+        raise InvalidArgumentError(f"need 1 ≤ start ≤ limit, got start={start}, limit={limit}")
+    lo, T = 0, start  # lo: the largest size known to fit (0: none)
+    while T <= limit and fits(T):
+        lo, T = T, 2 * T
     if lo == 0:
         return 0
+    if T <= limit:
+        hi = T  # the first size that did not fit
+    elif lo == limit or fits(limit):
+        return limit  # every doubling up to the limit fitted, and the limit too
+    else:
+        hi = limit
     while hi - lo > max(1, int(rel_precision * lo)):
         mid = (lo + hi) // 2
         if fits(mid):
@@ -442,7 +440,7 @@ def _target_note(name: str, res: dict[str, dict[str, Any]]) -> str | None:
     if "mem" in tg and res.get("vmap", {}).get("status") == "ok":
         for key, what in (("peak_mb", "peak memory (RSS growth)"), ("heap_mb", "peak heap")):
             frac = _ratio(f.get(key), res["vmap"].get(key))
-            if frac == frac:
+            if not math.isnan(frac):  # no reading (e.g. no heap reading off glibc)
                 parts.append(f"{what} ≤ {tg['mem']:g} × vmap's: {frac:.3f} × "
                              f"({'met' if frac <= tg['mem'] else 'MISSED'})")
     return "targets of the factorized engine (issue 10): " + "; ".join(parts)
@@ -472,8 +470,7 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
     round to change the table."""
     from tqdm.auto import tqdm
 
-    if rounds < 1:
-        raise ValueError(f"rounds must be ≥ 1, got {rounds}")
+    rounds = _checks.positive_int("rounds", rounds)
     cfgs = [CONFIGS[c] for c in (configs or list(CONFIGS))]
     peers = list(peers or PEERS)
     tables = []

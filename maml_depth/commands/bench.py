@@ -21,6 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maml_depth import _checks
     from maml_depth._io import atomic_write_text
     from maml_depth.benchmarks import engine
     from maml_depth.benchmarks.table import Table, render
@@ -29,8 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.repeats < 20:
         raise InvalidArgumentError(f"--repeats must be ≥ 20 for a median, got {args.repeats}")
-    if args.rounds < 1:
-        raise InvalidArgumentError(f"--rounds must be ≥ 1, got {args.rounds}")
+    _checks.positive_int("--rounds", args.rounds)
     tables: list[Table] = []
     if args.theory:
         for mod in ("update_rule", "expected_loss"):
