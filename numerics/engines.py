@@ -95,10 +95,12 @@ class InnerConfig:
 
 @dataclass
 class EngineChoice:
-    """The engine that runs (``name``) and why it was chosen (``reason``)."""
+    """The engine that runs (``name``) and why it was chosen (``reason``); for the
+    factorized engine also the network's ``plan`` (its chain of linear layers)."""
 
     name: str
     reason: str = field(default="")
+    plan: FactorizedPlan | None = field(default=None, repr=False, compare=False)
 
 
 def select_engine(engine: str, model: nn.Module, inner: InnerConfig) -> EngineChoice:
@@ -111,14 +113,14 @@ def select_engine(engine: str, model: nn.Module, inner: InnerConfig) -> EngineCh
     if engine not in ("auto", *ENGINES):
         raise InvalidArgumentError(f"engine must be one of {('auto', *ENGINES)}, got {engine!r}")
     if engine in ("auto", "factorized"):
-        why_not = factorized_support(model, inner.precond)
-        if why_not is None:
-            plan = factorized_plan(model)
-            desc = plan.description if isinstance(plan, FactorizedPlan) else ""
+        plan = factorized_plan(model)
+        why_not = factorized_support(model, inner.precond, plan)
+        if why_not is None and isinstance(plan, FactorizedPlan):
             return EngineChoice(
                 "factorized",
                 f"{'auto' if engine == 'auto' else 'forced'}: factorized fast weights "
-                f"({type(model).__name__}: {desc}; preconditioner {inner.precond.name!r})")
+                f"({type(model).__name__}: {plan.description}; preconditioner "
+                f"{inner.precond.name!r})", plan)
         if engine == "factorized":
             raise InvalidArgumentError(
                 f"engine='factorized' does not apply to this model/preconditioner: {why_not}; "
@@ -153,7 +155,7 @@ def post_adaptation_losses(
         return factorized_post_adaptation_losses(
             model, params, batch, family, alpha=inner.alpha, adapt=inner.adapt,
             steps=inner.steps, first_order=inner.first_order, preconditioner=inner.precond,
-            precond_state=precond_state)
+            precond_state=precond_state, plan=choice.plan)
     kw = dict(
         alpha=inner.alpha, adapt=inner.adapt, steps=inner.steps, first_order=inner.first_order,
         loss_fn=family.loss_fn, preconditioner=inner.precond, precond_state=precond_state,

@@ -261,9 +261,12 @@ def _make_plan(model: nn.Module) -> FactorizedPlan | str:
     return FactorizedPlan(tuple(layers), desc)
 
 
-def factorized_support(model: nn.Module, pre: Preconditioner) -> str | None:
-    """None when the factorized engine applies to ``model`` with ``pre``, else the reason."""
-    plan = factorized_plan(model)
+def factorized_support(model: nn.Module, pre: Preconditioner,
+                       plan: FactorizedPlan | str | None = None) -> str | None:
+    """None when the factorized engine applies to ``model`` with ``pre``, else the reason
+    (``plan``: :func:`factorized_plan` of ``model``, when the caller has it already)."""
+    if plan is None:
+        plan = factorized_plan(model)
     if isinstance(plan, str):
         return plan
     if kronecker_factors(pre) is None:
@@ -282,10 +285,12 @@ _IN_PLACE: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
 }
 
 
-def _act_forward(act: nn.Module, z: Tensor) -> Tensor:
+def _act_forward(act: nn.Module, z: Tensor, in_place: bool) -> Tensor:
+    """``a(z)``, in place on ``z`` where ``in_place`` allows it and ``a`` has an in-place
+    form whose backward needs only its output."""
     if isinstance(act, nn.Identity):
         return z
-    inplace = _IN_PLACE.get(type(act))
+    inplace = _IN_PLACE.get(type(act)) if in_place else None
     return inplace(z) if inplace is not None else act(z)
 
 
@@ -379,40 +384,69 @@ def _times(x: Tensor, M: Tensor) -> Tensor:
     return torch.matmul(x, M)
 
 
-def _linear(h: Tensor, Wt: Tensor, b: Tensor | None, fast: _Fast, j: int) -> Tensor:
+def _linear(h: Tensor, Wt: Tensor, b: Tensor | None, fast: _Fast, j: int,
+            shared: Tensor | None = None) -> tuple[Tensor, bool]:
     """``h W'ᵀ + b'`` per task (``Wt = Wᵀ``): one shared product over the stacked tasks,
-    then the small per-task kernels."""
-    z = _times(h, Wt)  # folded into one (T·r × d_in) @ (d_in × d_out) product
-    if b is not None:
-        z.add_(b)
+    then the small per-task kernels. ``shared``: ``h Wᵀ + b``, computed already (read,
+    never written). Also says whether the result is a fresh tensor of this call's, which
+    may be overwritten in place."""
+    if shared is None:
+        z = _times(h, Wt)  # folded into one (T·r × d_in) @ (d_in × d_out) product
+        if b is not None:
+            z.add_(b)
+        fresh = True
+    else:
+        z, fresh = shared, False
     U, V, db = fast.U[j], fast.V[j], fast.db[j]
-    # in place: matmul's backward does not need its output, so no extra (T, n, d) copy
+    # in place on a fresh z: matmul's backward does not need its output, so no extra
+    # (T, n, d) copy
     if U is not None and V is not None:
         K = _kernel(h, V)
         if fast.ones[j]:
             K = K + 1
-        z.baddbmm_(K, U)
+        if fresh:
+            z.baddbmm_(K, U)
+        else:
+            z, fresh = torch.baddbmm(z, K, U), True
     if db is not None:
-        z.add_(db)
-    return z
+        if fresh:
+            z.add_(db)
+        else:
+            z, fresh = z + db, True
+    return z, fresh
 
 
 def _forward(plan: FactorizedPlan, Wt: list[Tensor], b: list[Tensor | None], fast: _Fast,
-             x: Tensor) -> tuple[Tensor, list[Tensor], list[list[tuple[Tensor, Tensor]]]]:
-    """Output, each layer's input ``h_{j−1}``, and each activation's ``(in, out)``."""
+             x: Tensor, first: Tensor | None = None
+             ) -> tuple[Tensor, list[Tensor], list[list[tuple[Tensor, Tensor]]]]:
+    """Output, each layer's input ``h_{j−1}``, and each activation's ``(in, out)``.
+    ``first``: the first layer's shared product ``x W_1ᵀ + b_1``, when computed already."""
     hs: list[Tensor] = []
     acts: list[list[tuple[Tensor, Tensor]]] = []
     h = x
     for j, ly in enumerate(plan.layers):
         hs.append(h)
-        h = _linear(h, Wt[j], b[j], fast, j)
+        h, fresh = _linear(h, Wt[j], b[j], fast, j, first if j == 0 else None)
         rec = []
-        for a in ly.after:
-            out = _act_forward(a, h)
+        for i, a in enumerate(ly.after):
+            # only the first activation may overwrite its input, and only a fresh one: an
+            # in-place activation's backward reads its output, which a second in-place
+            # activation would overwrite
+            out = _act_forward(a, h, in_place=fresh and i == 0)
             rec.append((h, out))
             h = out
         acts.append(rec)
     return h, hs, acts
+
+
+def _first_products(X: Tensor, Xq: Tensor | None, W1t: Tensor, b1: Tensor | None
+                    ) -> tuple[Tensor, Tensor | None]:
+    """``X W_1ᵀ + b_1`` and ``Xq W_1ᵀ + b_1`` (None without query inputs)."""
+    def product(x: Tensor) -> Tensor:
+        z = _times(x, W1t)
+        return z if b1 is None else z.add_(b1)
+
+    return product(X), None if Xq is None else product(Xq)
 
 
 def _output_grad(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, Y: Tensor,
@@ -448,6 +482,7 @@ def factorized_post_adaptation_losses(
     first_order: bool,
     preconditioner: Preconditioner,
     precond_state: Params | None = None,
+    plan: FactorizedPlan | None = None,
 ) -> Tensor:
     """Per-task query losses after ``steps`` factorized inner steps, shape ``(T,)``.
 
@@ -455,12 +490,18 @@ def factorized_post_adaptation_losses(
     :func:`maml_depth.numerics.engines.post_adaptation_losses` with ``engine="factorized"``
     (or ``"auto"`` where it applies). ``adapt``: the adapted layers, 1-based (``"all"``,
     an index or a list), as in :func:`~maml_depth.numerics.inner_loop.inner_adapt`.
+    ``plan``: :func:`factorized_plan` of ``model``, when the caller has it already.
+
+    The first layer's shared product ``X W_1ᵀ + b_1`` does not change during adaptation
+    (only the factors do): it is computed once, for the support and the query inputs
+    together (one ``(T·(n + n_q)) × d`` product), and read by every inner step.
     """
     from maml_depth.numerics.tasks import LinearRegressionTasks
 
-    plan = factorized_plan(model)
-    if isinstance(plan, str):
-        raise InvalidArgumentError(f"engine='factorized' does not apply: {plan}")
+    found = factorized_plan(model) if plan is None else plan
+    if isinstance(found, str):
+        raise InvalidArgumentError(f"engine='factorized' does not apply: {found}")
+    plan = found
     factor_fn = kronecker_factors(preconditioner)
     if factor_fn is None:
         raise InvalidArgumentError(
@@ -470,6 +511,10 @@ def factorized_post_adaptation_losses(
     if X.ndim != 3 or Y.ndim != 3 or X.shape[:2] != Y.shape[:2]:
         raise ShapeError(f"a task batch needs X (T, n, d) and Y (T, n, m) with equal T and n, "
                          f"got X {tuple(X.shape)}, Y {tuple(Y.shape)}")
+    if Xq is not None and (Xq.ndim != 3 or Xq.shape[0] != X.shape[0]
+                           or Xq.shape[-1] != X.shape[-1]):
+        raise ShapeError(f"query inputs Xq must be (T, n_q, d) like X {tuple(X.shape)}, got "
+                         f"{tuple(Xq.shape)}")
     state = precond_state or {}
     layers = plan.layers
     Lnum = len(layers)
@@ -501,9 +546,10 @@ def factorized_post_adaptation_losses(
     # δ_j comes out as −α δ_j and the fused products need no scaling. A tensor α (kept
     # differentiable, also through first order's detached δ) scales the factors instead.
     fold = not isinstance(alpha, Tensor)
+    first, first_q = _first_products(X, Xq, Wt[0], b[0])
     fast = _Fast(Lnum)
     for _ in range(steps):
-        out, hs, acts = _forward(plan, Wt, b, fast, X)
+        out, hs, acts = _forward(plan, Wt, b, fast, X, first)
         cot = _output_grad(family.loss_fn, out, Y, -float(alpha) if fold else 1.0)  # type: ignore[attr-defined, arg-type]
         grads: dict[int, tuple[Tensor, Tensor]] = {}
         for j in range(Lnum - 1, lowest - 1, -1):
@@ -540,7 +586,7 @@ def factorized_post_adaptation_losses(
     # the query loss
     quick = getattr(type(family), "query_loss", None) is LinearRegressionTasks.query_loss
     if Xq is not None and Yq is not None:
-        pred = _forward(plan, Wt, b, fast, Xq)[0]
+        pred = _forward(plan, Wt, b, fast, Xq, first_q)[0]
         if quick:  # ‖pred − Yq‖² / (2 n_q) per task, the scale folded into the residual
             c = (0.5 / pred.shape[1]) ** 0.5
             return torch.add(Yq * -c, pred, alpha=c).square().sum(dim=(1, 2))

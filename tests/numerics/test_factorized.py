@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from maml_depth.errors import InvalidArgumentError
+from maml_depth.errors import InvalidArgumentError, ShapeError
 from maml_depth.numerics import (
     MLP,
     PRECONDITIONERS,
@@ -25,6 +25,7 @@ from maml_depth.numerics import (
     LinearRegressionTasks,
     OuterConfig,
     Preconditioner,
+    TaskBatch,
     meta_train,
     post_adaptation_losses,
     select_engine,
@@ -228,6 +229,40 @@ def test_factorized_with_a_generic_loss_and_query_loss(dims, activation, seed):
     _compare(model, _LogCoshTasks(fam), batch, params, inner, state)
 
 
+#: activation modules a hand-built chain draws from: those with an in-place form in the
+#: engine (ReLU, Tanh, Sigmoid) and others
+_CHAIN_ACTS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity, nn.SiLU)
+
+
+@st.composite
+def activation_chains(draw):
+    """An ``nn.Sequential`` of linear layers, each followed by 0–3 activation modules."""
+    dims = draw(mst.layer_dims(min_depth=1, max_depth=3, min_width=1, max_width=4))
+    bias = draw(st.booleans())
+    seed = draw(st.integers(0, 2**31 - 1))
+    torch.manual_seed(seed)  # nn.Linear's own initialisation; the draw fixes it
+    mods: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        mods.append(nn.Linear(dims[i], dims[i + 1], bias=bias, dtype=F64))
+        mods += [draw(st.sampled_from(_CHAIN_ACTS))() for _ in range(draw(st.integers(0, 3)))]
+    return dims, nn.Sequential(*mods), seed
+
+
+@given(chain=activation_chains(), steps=st.integers(1, 2), first_order=st.booleans())
+def test_factorized_equals_loop_with_chains_of_activations(chain, steps, first_order):
+    """Several activations after one layer (e.g. ReLU then Tanh): none may overwrite a
+    value another one's backward reads (regression: two in-place activations in a row)."""
+    dims, model, seed = chain
+    g = torch.Generator().manual_seed(seed)
+    fam = LinearRegressionTasks.isotropic(dims[0], dims[-1], sigma=0.1, n_support=4,
+                                          n_query=5)
+    batch = fam.sample(3, g)
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    inner = InnerConfig(alpha=0.2, steps=steps, first_order=first_order)
+    assert select_engine("auto", model, inner).name == "factorized"
+    _compare(model, fam, batch, params, inner, {})
+
+
 def test_factorized_in_no_grad_evaluation():
     p = dict(dims=(3, 4, 2), kind="mlp", activation="gelu", bias=True, adapt="all", steps=2,
              alpha=0.2, first_order=False, precond="maml", population=False, seed=2)
@@ -333,6 +368,16 @@ def test_bad_engine_and_population_loss_of_an_mlp():
     params = dict(model.named_parameters())
     with pytest.raises(InvalidArgumentError, match="n_query=None"):
         post_adaptation_losses(model, params, batch, fam, InnerConfig(alpha=0.1))
+
+
+def test_factorized_rejects_query_inputs_of_the_wrong_shape():
+    model = MLP((3, 4, 1), "relu")
+    fam = LinearRegressionTasks.isotropic(3, 1, n_support=4, n_query=5)
+    b = fam.sample(2, torch.Generator().manual_seed(0))
+    bad = TaskBatch(b.X, b.Y, b.Xq[..., :2], b.Yq, b.W_t)
+    with pytest.raises(ShapeError, match=r"query inputs Xq must be \(T, n_q, d\)"):
+        post_adaptation_losses(model, dict(model.named_parameters()), bad, fam,
+                               InnerConfig(alpha=0.1), engine="factorized")
 
 
 def test_meta_train_reports_the_engine():
