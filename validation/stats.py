@@ -82,6 +82,30 @@ def paired_ratio_interval(num: np.ndarray, den: np.ndarray, level: float = LEVEL
     return Interval(R, iv.low, iv.high, level, a.size, "paired ratio, delta method")
 
 
+def median_interval(x: Sequence[float] | np.ndarray, level: float = LEVEL) -> Interval:
+    """Distribution-free interval of the median of ``x`` (n ≥ 1 i.i.d. samples of any
+    continuous distribution): ``[x_(k), x_(n+1−k)]`` (order statistics, 1-based) with the
+    largest ``k`` such that ``P(B < k) ≤ (1 − level)/2`` for ``B ~ Binomial(n, ½)``, the
+    number of samples below the true median. Its coverage ``1 − 2 P(B < k)`` is at least
+    ``level``. With too few samples for ``level`` (n < 6 at 95 %) it is ``[min, max]`` and
+    the returned ``level`` is that interval's coverage ``1 − 2^{1−n}``.
+
+    References: Conover, *Practical Nonparametric Statistics* (3rd ed.), §3.2."""
+    a = np.sort(np.asarray(x, dtype=np.float64).ravel())
+    n = a.size
+    if n < 1:
+        raise ValueError("a median needs at least 1 sample, got 0")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    # P(B ≤ k − 1) ≤ (1 − level)/2 for k = 1..kmax (the cdf increases with k)
+    cdf = stats.binom.cdf(np.arange(n), n, 0.5)  # cdf[i] = P(B ≤ i)
+    k = int(np.searchsorted(cdf, (1.0 - level) / 2, side="right"))  # #{i: cdf[i] ≤ α/2}
+    if k == 0:
+        k, level = 1, 1.0 - 2.0 * 0.5 ** n
+    return Interval(float(np.median(a)), float(a[k - 1]), float(a[n - k]), level, n,
+                    "median, order statistics")
+
+
 def ratio_interval(num: np.ndarray, den: float, level: float = LEVEL) -> Interval:
     """Interval of ``mean(num) / den`` for a known constant ``den ≠ 0``."""
     iv = mean_interval(num, level)

@@ -19,9 +19,13 @@ imports, e.g. the ~40 MB the first ``torch.optim.Adam`` pulls in, are triggered 
 baseline), on CUDA ``torch.cuda.max_memory_allocated``. On CPU a second, exact reading is
 the peak of the C heap in use during one extra meta-step above its value before it (glibc
 ``mallinfo2``, sampled after every torch operation: allocated bytes, no allocator slack).
-Timing: warm-up steps, then the median of ≥ 20 steps and ≥ 1 s of steps;
-every config is measured in ``rounds`` rounds over the peers (default 2) and each peer's
-fastest round is kept, so that a burst of load on a shared machine does not decide a ratio.
+Timing: warm-up steps, then the median of ≥ 20 steps and ≥ 1 s of steps (``rounds``
+such measurements per peer, default 1, the fastest kept). The speed *ratios* come from a
+second phase, :func:`paired`: the peers that ran, interleaved in one process, round after
+round (each round one block of steps per peer), so that a drift of the machine's speed
+(other processes' load on a shared machine) slows every peer of a round alike; each ratio
+is the median over rounds with a distribution-free 95 % interval, and a target counts as
+met only when the whole interval lies above it.
 The Adam step that ends each meta-step is the fused implementation where torch has one.
 
 FLOP rate: the floating-point operations of one meta-step (meta-loss and backward) are
@@ -327,6 +331,71 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
             "gflops": flops / 1e9 / (ms / 1e3), "matmul_gflops": mm_gflops}
 
 
+def paired(peers: list[str], cfg: EngineConfig, device: str, threads: int = 2,
+           min_rounds: int = 15, min_time_s: float = 10.0, max_time_s: float = 600.0,
+           block_s: float = 0.05, warmup: int = 3) -> dict[str, Any]:
+    """Interleaved timing of several peers in one process, for their speed *ratios*.
+
+    Each round times one block of every peer in turn (the order rotated each round, so
+    that each peer takes every position): a block is at least one meta-step and at least
+    ``block_s`` seconds of meta-steps, and gives its median step time. Rounds continue
+    until there are ``min_rounds`` of them and ``min_time_s`` seconds have passed (or
+    ``max_time_s``, with at least 3 rounds). A change of the machine's speed that lasts
+    longer than a round (load from other processes on a shared machine) then slows every
+    peer of that round alike, and the per-round ratio ``t_a / t_b`` does not see it.
+    Returns each peer's block medians in ms, round by round."""
+    import torch
+
+    torch.set_num_threads(threads)
+    dev = torch.device(device)
+    steps: dict[str, Callable[[], None]] = {}
+    for p in peers:
+        model, fam, batch = _build(cfg, torch.float32, dev)
+        opt = _adam(list(model.parameters()), lr=1e-4)
+        loss_step = _meta_loss_fn(p, cfg, model, fam, batch)
+
+        def one(opt: Any = opt, loss_step: Callable[[], Any] = loss_step) -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_step()
+            opt.step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        for _ in range(warmup):
+            one()
+        steps[p] = one
+    blocks: dict[str, list[float]] = {p: [] for p in peers}
+    start = time.perf_counter()
+    r = 0
+    while True:
+        for p in peers[r % len(peers):] + peers[:r % len(peers)]:
+            times: list[float] = []
+            t_block = time.perf_counter()
+            while not times or time.perf_counter() - t_block < block_s:
+                t0 = time.perf_counter()
+                steps[p]()
+                times.append(time.perf_counter() - t0)
+            blocks[p].append(1e3 * statistics.median(times))
+        r += 1
+        elapsed = time.perf_counter() - start
+        if (r >= min_rounds and elapsed >= min_time_s) or (r >= 3 and elapsed >= max_time_s):
+            break
+    return {"status": "ok", "rounds": r, "seconds": time.perf_counter() - start,
+            "block_ms": blocks}
+
+
+def paired_speedups(block_ms: dict[str, list[float]], ref: str, level: float = 0.95
+                    ) -> dict[str, Any]:
+    """How many times faster than ``ref`` each peer is, from interleaved blocks
+    (:func:`paired`): the median over rounds of ``t_ref / t_peer`` with its distribution-free
+    confidence interval (:func:`maml_depth.validation.stats.median_interval`)."""
+    from maml_depth.validation.stats import median_interval
+
+    base = block_ms[ref]
+    return {p: median_interval([a / b for a, b in zip(base, ms, strict=True)], level)
+            for p, ms in block_ms.items()}
+
+
 def largest_fitting(fits: Callable[[int], bool], start: int, limit: int,
                     rel_precision: float = 0.05) -> int:
     """The largest ``T`` in ``[start, limit]`` with ``fits(T)``, assuming that fitting is
@@ -400,12 +469,9 @@ def largest_task_batch(peer: str, cfg: EngineConfig, device: str = "cuda",
                                           "peak_mb": float("nan")})}
 
 
-def _measure_in_subprocess(peer: str, cfg: EngineConfig, device: str, repeats: int,
-                           timeout: float, capacity: bool = False) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "maml_depth.benchmarks.engine", "--peer", peer,
-           "--config", json.dumps(asdict(cfg)), "--device", device, "--repeats", str(repeats)]
-    if capacity:
-        cmd.append("--capacity")
+def _in_subprocess(args: list[str], timeout: float) -> dict[str, Any]:
+    """Run this module with ``args`` in a fresh process (2 threads); its last JSON line."""
+    cmd = [sys.executable, "-m", "maml_depth.benchmarks.engine", *args]
     env = dict(os.environ, OMP_NUM_THREADS="2", MKL_NUM_THREADS="2")
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
@@ -418,6 +484,20 @@ def _measure_in_subprocess(peer: str, cfg: EngineConfig, device: str, repeats: i
     return dict(json.loads(lines[-1]))
 
 
+def _measure_in_subprocess(peer: str, cfg: EngineConfig, device: str, repeats: int,
+                           timeout: float, capacity: bool = False) -> dict[str, Any]:
+    return _in_subprocess(["--peer", peer, "--config", json.dumps(asdict(cfg)), "--device",
+                           device, "--repeats", str(repeats)]
+                          + (["--capacity"] if capacity else []), timeout)
+
+
+def _paired_in_subprocess(peers: list[str], cfg: EngineConfig, device: str, timeout: float,
+                          min_rounds: int, min_time_s: float) -> dict[str, Any]:
+    return _in_subprocess(["--paired", ",".join(peers), "--config", json.dumps(asdict(cfg)),
+                           "--device", device, "--min-rounds", str(min_rounds),
+                           "--min-time", str(min_time_s)], timeout)
+
+
 def _ratio(num: Any, den: Any) -> float:
     try:
         return float(num) / float(den)
@@ -425,15 +505,30 @@ def _ratio(num: Any, den: Any) -> float:
         return float("nan")
 
 
-def _target_note(name: str, res: dict[str, dict[str, Any]]) -> str | None:
-    """Whether the factorized engine met its issue-10 targets on this config."""
+def _target_note(name: str, res: dict[str, dict[str, Any]],
+                 speed: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """Whether the factorized engine met its issue-10 targets on this config.
+
+    ``speed[ref][peer]``: the interleaved speed-up of ``peer`` over ``ref`` with its
+    confidence interval (:func:`paired_speedups`); a target is then ``met`` when the whole
+    interval lies above it, ``MISSED`` when it lies wholly below, else ``inconclusive``.
+    Without it (the interleaved run failed) the ratio of the separate medians is used."""
+    from maml_depth.validation.stats import verdict_above
+
     tg = TARGETS.get(name)
     f = res.get("factorized", {})
     if tg is None or f.get("status") != "ok":
         return None
     parts = []
+    words = {"pass": "met", "fail": "MISSED", "inconclusive": "inconclusive"}
     for peer in ("loop", "vmap"):
-        if peer in tg and res.get(peer, {}).get("status") == "ok":
+        if peer not in tg or res.get(peer, {}).get("status") != "ok":
+            continue
+        iv = (speed or {}).get(peer, {}).get("factorized")
+        if iv is not None:
+            parts.append(f"≥ {tg[peer]:g}× {peer}: {iv.estimate:.2f}× [{iv.low:.2f}, "
+                         f"{iv.high:.2f}] ({words[verdict_above(iv, tg[peer])]})")
+        else:
             got = _ratio(res[peer]["ms"], f["ms"])
             parts.append(f"≥ {tg[peer]:g}× {peer}: {got:.2f}× "
                          f"({'met' if got >= tg[peer] else 'MISSED'})")
@@ -444,6 +539,19 @@ def _target_note(name: str, res: dict[str, dict[str, Any]]) -> str | None:
                 parts.append(f"{what} ≤ {tg['mem']:g} × vmap's: {frac:.3f} × "
                              f"({'met' if frac <= tg['mem'] else 'MISSED'})")
     return "targets of the factorized engine (issue 10): " + "; ".join(parts)
+
+
+def _speedup(speed: dict[str, dict[str, Any]], res: dict[str, dict[str, Any]], ref: str,
+             peer: str) -> float:
+    """How many times faster than ``ref`` ``peer`` is: the interleaved estimate where there
+    is one, else the ratio of the separate medians (NaN where either did not run)."""
+    iv = speed.get(ref, {}).get(peer)
+    if iv is not None:
+        return float(iv.estimate)
+    a, b = res.get(ref, {}), res.get(peer, {})
+    if a.get("status") != "ok" or b.get("status") != "ok":
+        return float("nan")
+    return _ratio(a.get("ms"), b.get("ms"))
 
 
 def _faster(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
@@ -460,61 +568,109 @@ def _faster(a: dict[str, Any] | None, b: dict[str, Any]) -> dict[str, Any]:
 
 def run(configs: list[str] | None = None, peers: list[str] | None = None, device: str = "cpu",
         repeats: int = 20, timeout: float = 900.0, progress: bool = True,
-        rounds: int = 2) -> list[Table]:
+        rounds: int = 1, paired_rounds: int = 15, paired_s: float = 10.0) -> list[Table]:
     """Measure every peer on every config; one table per config, speed ratios against the
     loop and vmap, memory against vmap, FLOP rate against a plain matrix product.
 
-    Each config is measured in ``rounds`` rounds, every peer once per round (in turn, each in
-    its own subprocess), and each peer's round with the lowest median is kept: a burst of
-    load from other processes on a shared machine then has to hit the same peer in every
-    round to change the table."""
+    Two phases per config:
+
+    1. each peer alone in its own subprocess (``rounds`` times, the round with the lowest
+       median kept): its step time, peak memory, FLOP rate and float64 gradient check
+       (:func:`measure`);
+    2. the peers that ran, interleaved in one subprocess (:func:`paired`, at least
+       ``paired_rounds`` rounds and ``paired_s`` seconds): the speed ratios, each the
+       median over rounds with its 95 % confidence interval (:func:`paired_speedups`). On a
+       shared machine whose speed drifts with other processes' load, ratios taken this way
+       do not depend on which peer's subprocess met the load.
+    """
     from tqdm.auto import tqdm
 
+    from maml_depth.validation.stats import Interval
+
     rounds = _checks.positive_int("rounds", rounds)
+    paired_rounds = _checks.positive_int("paired_rounds", paired_rounds)
     cfgs = [CONFIGS[c] for c in (configs or list(CONFIGS))]
     peers = list(peers or PEERS)
     tables = []
-    jobs = [(c, p) for c in cfgs for _ in range(rounds) for p in peers]
     results: dict[tuple[str, str], dict[str, Any]] = {}
+    speed: dict[str, dict[str, dict[str, Interval]]] = {}
+    pairing: dict[str, dict[str, Any]] = {}
     load: dict[str, tuple[float, float]] = {}
-    for c, p in tqdm(jobs, desc="bench", disable=not progress):
-        before = os.getloadavg()[0]
-        results[(c.name, p)] = _faster(results.get((c.name, p)),
-                                       _measure_in_subprocess(p, c, device, repeats, timeout))
-        load[c.name] = (min(load.get(c.name, (before, 0))[0], before),
-                        max(load.get(c.name, (0, before))[1], os.getloadavg()[0]))
+    bar = tqdm(total=len(cfgs) * (rounds * len(peers) + 1), desc="bench", disable=not progress)
+
+    def loadavg(name: str, before: float) -> None:
+        lo, hi = load.get(name, (before, before))
+        load[name] = (min(lo, before), max(hi, before, os.getloadavg()[0]))
+
+    for c in cfgs:
+        for _ in range(rounds):
+            for p in peers:
+                before = os.getloadavg()[0]
+                results[(c.name, p)] = _faster(
+                    results.get((c.name, p)), _measure_in_subprocess(p, c, device, repeats,
+                                                                     timeout))
+                loadavg(c.name, before)
+                bar.update()
+        ran = [p for p in peers if results[(c.name, p)].get("status") == "ok"]
+        if len(ran) >= 2:
+            before = os.getloadavg()[0]
+            pairing[c.name] = pr = _paired_in_subprocess(ran, c, device, timeout, paired_rounds,
+                                                         paired_s)
+            loadavg(c.name, before)
+            if pr.get("status") == "ok":
+                speed[c.name] = {ref: paired_speedups(pr["block_ms"], ref)
+                                 for ref in ("loop", "vmap") if ref in ran}
+        bar.update()
+    bar.close()
     for c in cfgs:
         res = {p: results[(c.name, p)] for p in peers}
+        sp = speed.get(c.name, {})
         t = Table(
             f"Second-order MAML meta-step, {c.name}: dims {'-'.join(map(str, c.dims))}, "
             f"{c.tasks} tasks × {c.shots} shots, {c.steps} inner step(s), "
             f"{'ReLU MLP' if c.mlp else 'deep linear'}, float32, {device}",
             ["peer", "ms/step (median)", "ms/step (min)", "steps/s", "× faster than loop",
-             "× faster than vmap",
+             "× faster than vmap", "× vmap, 95% CI",
              "peak mem (MB)", "mem / vmap's", "peak heap (MB)", "heap / vmap's", "GFLOP/step",
              "GFLOP/s", "% of matmul rate",
              "grad rel. err (float64)", "status"])
-        loop_ms = res.get("loop", {}).get("ms") if res.get("loop", {}).get("status") == "ok" \
-            else None
         vmap = res.get("vmap", {}) if res.get("vmap", {}).get("status") == "ok" else {}
         mm_rates = [float(r["matmul_gflops"]) for r in res.values()
                     if r.get("status") == "ok" and r.get("matmul_gflops") is not None]
         mm_rate = statistics.median(mm_rates) if mm_rates else float("nan")
+
         for p in peers:
             r = res[p]
             ok = r.get("status") == "ok"
             ms = r.get("ms", float("nan")) if ok else float("nan")
             gf = r.get("gflops", float("nan")) if ok else float("nan")
             ms_min = r.get("ms_min", float("nan")) if ok else float("nan")
-            t.add(p, ms, ms_min, _ratio(1e3, ms), _ratio(loop_ms, ms), _ratio(vmap.get("ms"), ms),
+            iv = sp.get("vmap", {}).get(p)
+            t.add(p, ms, ms_min, _ratio(1e3, ms), _speedup(sp, res, "loop", p),
+                  _speedup(sp, res, "vmap", p),
+                  f"[{iv.low:.3g}, {iv.high:.3g}]" if iv is not None else "n/a",
                   r.get("peak_mb", float("nan")), _ratio(r.get("peak_mb"), vmap.get("peak_mb")),
                   r.get("heap_mb", float("nan")), _ratio(r.get("heap_mb"), vmap.get("heap_mb")),
                   r.get("gflop_per_step", float("nan")), gf,
                   100 * _ratio(gf, mm_rate),
                   r.get("grad_rel_err", float("nan")), r.get("status", "?"))
-        note = _target_note(c.name, res)
+        note = _target_note(c.name, res, sp)
         if note:
             t.notes.append(note)
+        done = pairing.get(c.name)
+        if done is not None and done.get("status") == "ok":
+            n = int(done["rounds"])
+            t.notes.append(
+                f"'× faster than X' and the CI: interleaved timing of the peers that ran, in "
+                f"one process ({n} rounds, {done['seconds']:.0f} s; each round one block of "
+                f"≥ 1 step and ≥ 50 ms per peer, order rotated); the median over rounds of "
+                f"X's block median / this peer's, and its distribution-free 95 % interval "
+                f"(order statistics, n = {n}); a target is met when the whole interval "
+                f"lies above it")
+        else:
+            why = "fewer than two peers ran" if done is None else done.get("status", "?")
+            t.notes.append(f"no interleaved timing ({why}): '× faster than X' is the ratio "
+                           f"of the separate medians")
         if mm_rates:
             t.notes.append(
                 f"plain float32 matmul ({c.tasks * c.shots}×{c.hidden}) @ ({c.hidden}×"
@@ -525,12 +681,12 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
         lo, hi = load.get(c.name, (float("nan"), float("nan")))
         counts = [int(r["repeats"]) for r in res.values() if r.get("status") == "ok"]
         span = f"{min(counts)}–{max(counts)}" if counts else "no"
-        t.notes.append(f"median over ≥ {repeats} steps and ≥ 1 s of steps ({span} steps per "
+        t.notes.append(f"ms/step, memory, FLOPs: each peer alone in its own process, median "
+                       f"over ≥ {repeats} steps and ≥ 1 s of steps ({span} steps per "
                        f"peer) after 3 warm-up steps, 2 threads, the "
                        f"fastest of {rounds} round(s) per peer (Adam fused where available); "
-                       "'× faster than X' = X's median ms / this peer's; 1-minute load "
-                       f"average of the machine while this table ran: {lo:.1f}–{hi:.1f} "
-                       f"(on {os.cpu_count()} logical CPUs)")
+                       "1-minute load average of the machine while this table ran: "
+                       f"{lo:.1f}–{hi:.1f} (on {os.cpu_count()} logical CPUs)")
         tables.append(t)
     if device.startswith("cuda"):
         tables.append(_capacity_table([p for p in ("factorized", "vmap") if p in peers],
@@ -557,14 +713,21 @@ def _main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--peer", required=True)
+    who = ap.add_mutually_exclusive_group(required=True)
+    who.add_argument("--peer", help="measure one peer (time, memory, FLOPs, gradient check)")
+    who.add_argument("--paired", help="comma-separated peers, timed interleaved (ratios)")
     ap.add_argument("--config", required=True)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--capacity", action="store_true")
+    ap.add_argument("--min-rounds", type=int, default=15)
+    ap.add_argument("--min-time", type=float, default=10.0)
     a = ap.parse_args(argv)
     cfg = EngineConfig(**json.loads(a.config))
-    if a.capacity:
+    if a.paired:
+        print(json.dumps(paired(a.paired.split(","), cfg, a.device, min_rounds=a.min_rounds,
+                                min_time_s=a.min_time)))
+    elif a.capacity:
         print(json.dumps(largest_task_batch(a.peer, cfg, a.device)))
     else:
         print(json.dumps(measure(a.peer, cfg, a.device, a.repeats)))

@@ -14,8 +14,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--configs", default=None, help="engine configs, e.g. small,large")
     p.add_argument("--peers", default=None, help="engine peers, e.g. loop,vmap,higher,torchopt")
     p.add_argument("--repeats", type=int, default=20, help="timed meta-steps per peer (≥ 20)")
-    p.add_argument("--rounds", type=int, default=2,
-                   help="rounds over the peers; each peer's fastest round is kept (≥ 1)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="rounds of separate per-peer measurements (time, memory, FLOPs); each "
+                        "peer's fastest round is kept (≥ 1)")
+    p.add_argument("--paired-rounds", type=int, default=15,
+                   help="minimum rounds of the interleaved timing that gives the speed ratios "
+                        "and their 95%% confidence intervals (≥ 1)")
+    p.add_argument("--paired-seconds", type=float, default=10.0,
+                   help="minimum seconds of interleaved timing per config (≥ 0)")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto")
     p.add_argument("--out", default=None, help="also write the tables (Markdown) to this file")
 
@@ -31,6 +37,10 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 20:
         raise InvalidArgumentError(f"--repeats must be ≥ 20 for a median, got {args.repeats}")
     _checks.positive_int("--rounds", args.rounds)
+    _checks.positive_int("--paired-rounds", args.paired_rounds)
+    if not args.paired_seconds >= 0 or args.paired_seconds == float("inf"):
+        raise InvalidArgumentError(
+            f"--paired-seconds must be a finite number ≥ 0, got {args.paired_seconds}")
     tables: list[Table] = []
     if args.theory:
         for mod in ("update_rule", "expected_loss"):
@@ -53,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
                     f"--peers: unknown peer {p!r}; choose from {list(engine.PEERS)}")
         device = str(resolve_device(args.device))
         tables = engine.run(configs, peers, device=device, repeats=args.repeats,
-                            rounds=args.rounds)
+                            rounds=args.rounds, paired_rounds=args.paired_rounds,
+                            paired_s=args.paired_seconds)
     text = render(tables)
     print(text)
     if args.out:

@@ -1,5 +1,6 @@
 """The engine benchmark's machinery (a measurement, not a timed test): the capacity search,
-the in-process measurement of each peer on a tiny problem, and the target notes."""
+the in-process measurement of each peer on a tiny problem, the interleaved timing and its
+ratios, and the target notes."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from maml_depth.benchmarks.engine import (
     largest_fitting,
     largest_task_batch,
     measure,
+    paired,
+    paired_speedups,
 )
+from maml_depth.validation.stats import median_interval
 
 TINY = EngineConfig("tiny-test", d=3, hidden=4, depth=3, tasks=4, shots=3)
 
@@ -79,6 +83,43 @@ def test_target_note_says_met_and_missed():
     assert _target_note("small-k5", _res(1.0, 1.0, 1.0)) is None  # no targets there
 
 
+def test_paired_interleaves_every_peer_in_every_round():
+    r = paired(["loop", "factorized"], TINY, "cpu", threads=1, min_rounds=4, min_time_s=0.0,
+               block_s=0.0, warmup=1)
+    assert r["status"] == "ok" and r["rounds"] == 4
+    assert {p: len(v) for p, v in r["block_ms"].items()} == {"loop": 4, "factorized": 4}
+    assert all(ms > 0 for v in r["block_ms"].values() for ms in v)
+
+
+@given(drift=st.lists(st.floats(0.5, 4.0), min_size=6, max_size=40),
+       speedup=st.floats(1.1, 20.0))
+def test_paired_speedups_cancel_a_machine_speed_that_drifts_between_rounds(drift, speedup):
+    """A peer ``speedup`` times faster, on a machine whose speed changes from round to round
+    by up to 8×: the per-round ratios, and so the estimate and its interval, are exact."""
+    blocks = {"vmap": [3.0 * d for d in drift],
+              "factorized": [3.0 * d / speedup for d in drift]}
+    sp = paired_speedups(blocks, "vmap")
+    assert math.isclose(sp["factorized"].estimate, speedup, rel_tol=1e-12)
+    assert math.isclose(sp["factorized"].low, speedup, rel_tol=1e-12)
+    assert math.isclose(sp["factorized"].high, speedup, rel_tol=1e-12)
+    assert sp["vmap"].estimate == 1.0
+
+
+def test_target_note_with_intervals_says_met_inconclusive_and_missed():
+    res = _res(100.0, 100.0, 10.0)
+
+    def speed(vs_vmap):
+        return {"loop": {"factorized": median_interval([20.0] * 10)},
+                "vmap": {"factorized": median_interval(vs_vmap)}}
+
+    met = _target_note("small", res, speed([2.5 + 0.01 * i for i in range(20)]))
+    assert met is not None and "≥ 2× vmap: 2.5" in met and met.count("(met)") == 2
+    unsure = _target_note("small", res, speed([1.5 + 0.05 * i for i in range(20)]))
+    assert unsure is not None and "(inconclusive)" in unsure
+    missed = _target_note("small", res, speed([1.5 + 0.01 * i for i in range(20)]))
+    assert missed is not None and "(MISSED)" in missed
+
+
 def test_faster_keeps_the_round_with_the_lower_median():
     slow, fast = {"status": "ok", "ms": 5.0}, {"status": "ok", "ms": 2.0}
     failed = {"status": "unavailable: x"}
@@ -94,10 +135,13 @@ def test_run_makes_one_table_per_config_with_ratios(monkeypatch):
 
     monkeypatch.setitem(engine.CONFIGS, TINY.name, TINY)
     tables = engine.run([TINY.name], ["loop", "factorized"], repeats=20, rounds=2,
-                        progress=False)
+                        paired_rounds=3, paired_s=0.0, progress=False)
     assert len(tables) == 1
     text = render(tables)
     assert "| loop |" in text and "| factorized |" in text and "unavailable" not in text
     assert "fastest of 2 round(s)" in text
+    assert "interleaved timing of the peers that ran, in one process (3 rounds" in text
+    loop_row = next(r for r in tables[0].rows if r[0] == "loop")
+    assert loop_row[4] == 1.0  # the loop against itself, round by round
     with pytest.raises(ValueError, match="rounds"):
         engine.run([TINY.name], ["loop"], rounds=0, progress=False)

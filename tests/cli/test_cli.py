@@ -30,6 +30,8 @@ def test_help_and_version(capsys):
     (["validate", "--budget", "huge"], "--budget"),
     (["bench", "--repeats", "3"], "--repeats"),
     (["bench", "--rounds", "0"], "--rounds"),
+    (["bench", "--paired-rounds", "0"], "--paired-rounds"),
+    (["bench", "--paired-seconds", "nan"], "--paired-seconds"),
     (["bench", "--configs", "medium"], "--configs"),
 ])
 def test_bad_input_is_one_line_exit_2(argv, field, capsys):
