@@ -95,6 +95,9 @@ def median_interval(x: Sequence[float] | np.ndarray, level: float = LEVEL) -> In
     n = a.size
     if n < 1:
         raise ValueError("a median needs at least 1 sample, got 0")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"samples must be finite, got {int(np.sum(~np.isfinite(a)))} "
+                         f"NaN/inf of {n}")
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must lie in (0, 1), got {level}")
     # P(B ≤ k − 1) ≤ (1 − level)/2 for k = 1..kmax (the cdf increases with k)

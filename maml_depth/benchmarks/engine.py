@@ -331,6 +331,11 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
             "gflops": flops / 1e9 / (ms / 1e3), "matmul_gflops": mm_gflops}
 
 
+#: fewest interleaved rounds: with fewer, no pair of order statistics covers the median
+#: with 95 % confidence (``1 − 2·2^{−n} < 0.95`` for n < 6)
+MIN_PAIRED_ROUNDS = 6
+
+
 def paired(peers: list[str], cfg: EngineConfig, device: str, threads: int = 2,
            min_rounds: int = 15, min_time_s: float = 10.0, max_time_s: float = 600.0,
            block_s: float = 0.05, warmup: int = 3) -> dict[str, Any]:
@@ -340,9 +345,10 @@ def paired(peers: list[str], cfg: EngineConfig, device: str, threads: int = 2,
     that each peer takes every position): a block is at least one meta-step and at least
     ``block_s`` seconds of meta-steps, and gives its median step time. Rounds continue
     until there are ``min_rounds`` of them and ``min_time_s`` seconds have passed (or
-    ``max_time_s``, with at least 3 rounds). A change of the machine's speed that lasts
-    longer than a round (load from other processes on a shared machine) then slows every
-    peer of that round alike, and the per-round ratio ``t_a / t_b`` does not see it.
+    ``max_time_s``, with at least :data:`MIN_PAIRED_ROUNDS` rounds). A change of the
+    machine's speed that lasts longer than a round (load from other processes on a shared
+    machine) then slows every peer of that round alike, and the per-round ratio
+    ``t_a / t_b`` does not see it.
     Returns each peer's block medians in ms, round by round."""
     import torch
 
@@ -378,7 +384,8 @@ def paired(peers: list[str], cfg: EngineConfig, device: str, threads: int = 2,
             blocks[p].append(1e3 * statistics.median(times))
         r += 1
         elapsed = time.perf_counter() - start
-        if (r >= min_rounds and elapsed >= min_time_s) or (r >= 3 and elapsed >= max_time_s):
+        if (r >= min_rounds and elapsed >= min_time_s) or (
+                r >= MIN_PAIRED_ROUNDS and elapsed >= max_time_s):
             break
     return {"status": "ok", "rounds": r, "seconds": time.perf_counter() - start,
             "block_ms": blocks}
@@ -495,7 +502,8 @@ def _paired_in_subprocess(peers: list[str], cfg: EngineConfig, device: str, time
                           min_rounds: int, min_time_s: float) -> dict[str, Any]:
     return _in_subprocess(["--paired", ",".join(peers), "--config", json.dumps(asdict(cfg)),
                            "--device", device, "--min-rounds", str(min_rounds),
-                           "--min-time", str(min_time_s)], timeout)
+                           "--min-time", str(min_time_s),
+                           "--max-time", str(max(600.0, min_time_s))], timeout)
 
 
 def _ratio(num: Any, den: Any) -> float:
@@ -513,7 +521,7 @@ def _target_note(name: str, res: dict[str, dict[str, Any]],
     confidence interval (:func:`paired_speedups`); a target is then ``met`` when the whole
     interval lies above it, ``MISSED`` when it lies wholly below, else ``inconclusive``.
     Without it (the interleaved run failed) the ratio of the separate medians is used."""
-    from maml_depth.validation.stats import verdict_above
+    from maml_depth.validation.stats import LEVEL, verdict_above
 
     tg = TARGETS.get(name)
     f = res.get("factorized", {})
@@ -526,8 +534,11 @@ def _target_note(name: str, res: dict[str, dict[str, Any]],
             continue
         iv = (speed or {}).get(peer, {}).get("factorized")
         if iv is not None:
+            # an interval below the stated level (too few rounds) decides nothing
+            verdict = verdict_above(iv, tg[peer]) if iv.level >= LEVEL else "inconclusive"
             parts.append(f"≥ {tg[peer]:g}× {peer}: {iv.estimate:.2f}× [{iv.low:.2f}, "
-                         f"{iv.high:.2f}] ({words[verdict_above(iv, tg[peer])]})")
+                         f"{iv.high:.2f}] ({100 * iv.level:.4g} % CI, n = {iv.n}; "
+                         f"{words[verdict]})")
         else:
             got = _ratio(res[peer]["ms"], f["ms"])
             parts.append(f"≥ {tg[peer]:g}× {peer}: {got:.2f}× "
@@ -589,6 +600,12 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
 
     rounds = _checks.positive_int("rounds", rounds)
     paired_rounds = _checks.positive_int("paired_rounds", paired_rounds)
+    if paired_rounds < MIN_PAIRED_ROUNDS:
+        raise InvalidArgumentError(
+            f"paired_rounds must be ≥ {MIN_PAIRED_ROUNDS} (fewer rounds give no 95 % interval "
+            f"of the median), got {paired_rounds}")
+    if not 0.0 <= paired_s < math.inf:
+        raise InvalidArgumentError(f"paired_s must be a finite number ≥ 0, got {paired_s}")
     cfgs = [CONFIGS[c] for c in (configs or list(CONFIGS))]
     peers = list(peers or PEERS)
     tables = []
@@ -612,7 +629,8 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
                 loadavg(c.name, before)
                 bar.update()
         ran = [p for p in peers if results[(c.name, p)].get("status") == "ok"]
-        if len(ran) >= 2:
+        # the ratios are against the loop and vmap: nothing to interleave without either
+        if len(ran) >= 2 and {"loop", "vmap"} & set(ran):
             before = os.getloadavg()[0]
             pairing[c.name] = pr = _paired_in_subprocess(ran, c, device, timeout, paired_rounds,
                                                          paired_s)
@@ -630,7 +648,7 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
             f"{c.tasks} tasks × {c.shots} shots, {c.steps} inner step(s), "
             f"{'ReLU MLP' if c.mlp else 'deep linear'}, float32, {device}",
             ["peer", "ms/step (median)", "ms/step (min)", "steps/s", "× faster than loop",
-             "× faster than vmap", "× vmap, 95% CI",
+             "× faster than vmap", "× vmap, CI",
              "peak mem (MB)", "mem / vmap's", "peak heap (MB)", "heap / vmap's", "GFLOP/step",
              "GFLOP/s", "% of matmul rate",
              "grad rel. err (float64)", "status"])
@@ -660,15 +678,18 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
         done = pairing.get(c.name)
         if done is not None and done.get("status") == "ok":
             n = int(done["rounds"])
+            levels = {iv.level for by_ref in sp.values() for iv in by_ref.values()}
+            level = f"{100 * min(levels):.4g} %" if levels else "no"
             t.notes.append(
                 f"'× faster than X' and the CI: interleaved timing of the peers that ran, in "
                 f"one process ({n} rounds, {done['seconds']:.0f} s; each round one block of "
                 f"≥ 1 step and ≥ 50 ms per peer, order rotated); the median over rounds of "
-                f"X's block median / this peer's, and its distribution-free 95 % interval "
+                f"X's block median / this peer's, and its distribution-free {level} interval "
                 f"(order statistics, n = {n}); a target is met when the whole interval "
                 f"lies above it")
         else:
-            why = "fewer than two peers ran" if done is None else done.get("status", "?")
+            why = ("fewer than two peers ran, or neither the loop nor vmap" if done is None
+                   else done.get("status", "?"))
             t.notes.append(f"no interleaved timing ({why}): '× faster than X' is the ratio "
                            f"of the separate medians")
         if mm_rates:
@@ -722,11 +743,12 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capacity", action="store_true")
     ap.add_argument("--min-rounds", type=int, default=15)
     ap.add_argument("--min-time", type=float, default=10.0)
+    ap.add_argument("--max-time", type=float, default=600.0)
     a = ap.parse_args(argv)
     cfg = EngineConfig(**json.loads(a.config))
     if a.paired:
         print(json.dumps(paired(a.paired.split(","), cfg, a.device, min_rounds=a.min_rounds,
-                                min_time_s=a.min_time)))
+                                min_time_s=a.min_time, max_time_s=a.max_time)))
     elif a.capacity:
         print(json.dumps(largest_task_batch(a.peer, cfg, a.device)))
     else:

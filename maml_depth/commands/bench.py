@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "peer's fastest round is kept (≥ 1)")
     p.add_argument("--paired-rounds", type=int, default=15,
                    help="minimum rounds of the interleaved timing that gives the speed ratios "
-                        "and their 95%% confidence intervals (≥ 1)")
+                        "and their 95%% confidence intervals (≥ 6)")
     p.add_argument("--paired-seconds", type=float, default=10.0,
                    help="minimum seconds of interleaved timing per config (≥ 0)")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto")
@@ -37,7 +37,10 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 20:
         raise InvalidArgumentError(f"--repeats must be ≥ 20 for a median, got {args.repeats}")
     _checks.positive_int("--rounds", args.rounds)
-    _checks.positive_int("--paired-rounds", args.paired_rounds)
+    if _checks.positive_int("--paired-rounds", args.paired_rounds) < engine.MIN_PAIRED_ROUNDS:
+        raise InvalidArgumentError(
+            f"--paired-rounds must be ≥ {engine.MIN_PAIRED_ROUNDS} (fewer rounds give no 95% "
+            f"interval of the median), got {args.paired_rounds}")
     if not args.paired_seconds >= 0 or args.paired_seconds == float("inf"):
         raise InvalidArgumentError(
             f"--paired-seconds must be a finite number ≥ 0, got {args.paired_seconds}")

@@ -83,12 +83,26 @@ def test_target_note_says_met_and_missed():
     assert _target_note("small-k5", _res(1.0, 1.0, 1.0)) is None  # no targets there
 
 
-def test_paired_interleaves_every_peer_in_every_round():
-    r = paired(["loop", "factorized"], TINY, "cpu", threads=1, min_rounds=4, min_time_s=0.0,
-               block_s=0.0, warmup=1)
+def test_paired_interleaves_every_peer_in_every_round_in_rotated_order(monkeypatch):
+    from maml_depth.benchmarks import engine
+
+    calls: list[str] = []
+    real = engine._meta_loss_fn
+
+    def recording(peer, *args):
+        step = real(peer, *args)
+        return lambda: (calls.append(peer), step())[1]
+
+    monkeypatch.setattr(engine, "_meta_loss_fn", recording)
+    peers = ["loop", "vmap", "factorized"]
+    r = paired(peers, TINY, "cpu", threads=1, min_rounds=4, min_time_s=0.0, block_s=0.0,
+               warmup=1)
     assert r["status"] == "ok" and r["rounds"] == 4
-    assert {p: len(v) for p, v in r["block_ms"].items()} == {"loop": 4, "factorized": 4}
+    assert {p: len(v) for p, v in r["block_ms"].items()} == {p: 4 for p in peers}
     assert all(ms > 0 for v in r["block_ms"].values() for ms in v)
+    # after one warm-up step each, one step per block (block_s = 0), the order rotated
+    assert calls[:3] == peers
+    assert calls[3:] == (peers + peers[1:] + peers[:1] + peers[2:] + peers[:2] + peers)
 
 
 @given(drift=st.lists(st.floats(0.5, 4.0), min_size=6, max_size=40),
@@ -113,11 +127,14 @@ def test_target_note_with_intervals_says_met_inconclusive_and_missed():
                 "vmap": {"factorized": median_interval(vs_vmap)}}
 
     met = _target_note("small", res, speed([2.5 + 0.01 * i for i in range(20)]))
-    assert met is not None and "≥ 2× vmap: 2.5" in met and met.count("(met)") == 2
+    assert met is not None and "≥ 2× vmap: 2.5" in met and met.count("; met)") == 2
+    assert "(95 % CI, n = 20; met)" in met
+    few = _target_note("small", res, speed([2.5, 2.6, 2.7]))  # a 75 % interval only
+    assert few is not None and "(75 % CI, n = 3; inconclusive)" in few
     unsure = _target_note("small", res, speed([1.5 + 0.05 * i for i in range(20)]))
-    assert unsure is not None and "(inconclusive)" in unsure
+    assert unsure is not None and "; inconclusive)" in unsure
     missed = _target_note("small", res, speed([1.5 + 0.01 * i for i in range(20)]))
-    assert missed is not None and "(MISSED)" in missed
+    assert missed is not None and "; MISSED)" in missed
 
 
 def test_faster_keeps_the_round_with_the_lower_median():
@@ -135,13 +152,18 @@ def test_run_makes_one_table_per_config_with_ratios(monkeypatch):
 
     monkeypatch.setitem(engine.CONFIGS, TINY.name, TINY)
     tables = engine.run([TINY.name], ["loop", "factorized"], repeats=20, rounds=2,
-                        paired_rounds=3, paired_s=0.0, progress=False)
+                        paired_rounds=6, paired_s=0.0, progress=False)
     assert len(tables) == 1
     text = render(tables)
     assert "| loop |" in text and "| factorized |" in text and "unavailable" not in text
     assert "fastest of 2 round(s)" in text
-    assert "interleaved timing of the peers that ran, in one process (3 rounds" in text
-    loop_row = next(r for r in tables[0].rows if r[0] == "loop")
-    assert loop_row[4] == 1.0  # the loop against itself, round by round
+    assert "interleaved timing of the peers that ran, in one process (6 rounds" in text
+    assert "distribution-free 95 % interval (order statistics, n = 6)" in text
+    fac = next(r for r in tables[0].rows if r[0] == "factorized")
+    assert fac[4] > 1.0  # faster than the loop, from the interleaved rounds
+    with pytest.raises(ValueError, match="paired_rounds must be ≥ 6"):
+        engine.run([TINY.name], ["loop"], paired_rounds=5, progress=False)
+    with pytest.raises(ValueError, match="paired_s"):
+        engine.run([TINY.name], ["loop"], paired_s=float("nan"), progress=False)
     with pytest.raises(ValueError, match="rounds"):
         engine.run([TINY.name], ["loop"], rounds=0, progress=False)

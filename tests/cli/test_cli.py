@@ -31,6 +31,7 @@ def test_help_and_version(capsys):
     (["bench", "--repeats", "3"], "--repeats"),
     (["bench", "--rounds", "0"], "--rounds"),
     (["bench", "--paired-rounds", "0"], "--paired-rounds"),
+    (["bench", "--paired-rounds", "5"], "--paired-rounds"),
     (["bench", "--paired-seconds", "nan"], "--paired-seconds"),
     (["bench", "--configs", "medium"], "--configs"),
 ])

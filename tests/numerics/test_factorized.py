@@ -232,26 +232,39 @@ def test_factorized_with_a_generic_loss_and_query_loss(dims, activation, seed):
 #: activation modules a hand-built chain draws from: those with an in-place form in the
 #: engine (ReLU, Tanh, Sigmoid) and others
 _CHAIN_ACTS = (nn.ReLU, nn.Tanh, nn.Sigmoid, nn.Softplus, nn.Identity, nn.SiLU)
+#: modules built with ``inplace=True``, drawn only right after a linear layer (later in a
+#: chain they may overwrite an output another activation's backward reads, which plain
+#: autograd rejects too); the engine must not let them overwrite a value it reads again
+_IN_PLACE_ACTS = (lambda: nn.ReLU(inplace=True), lambda: nn.LeakyReLU(0.1, inplace=True),
+                  lambda: nn.ELU(inplace=True), lambda: nn.Hardtanh(-2.0, 2.0, inplace=True))
 
 
 @st.composite
 def activation_chains(draw):
-    """An ``nn.Sequential`` of linear layers, each followed by 0–3 activation modules."""
+    """An ``nn.Sequential`` of linear layers, each followed by 0–3 activation modules (weights
+    drawn from a seeded generator)."""
     dims = draw(mst.layer_dims(min_depth=1, max_depth=3, min_width=1, max_width=4))
     bias = draw(st.booleans())
     seed = draw(st.integers(0, 2**31 - 1))
-    torch.manual_seed(seed)  # nn.Linear's own initialisation; the draw fixes it
+    g = torch.Generator().manual_seed(seed)
     mods: list[nn.Module] = []
     for i in range(len(dims) - 1):
-        mods.append(nn.Linear(dims[i], dims[i + 1], bias=bias, dtype=F64))
-        mods += [draw(st.sampled_from(_CHAIN_ACTS))() for _ in range(draw(st.integers(0, 3)))]
+        lin = nn.Linear(dims[i], dims[i + 1], bias=bias, dtype=F64)
+        with torch.no_grad():
+            for p in lin.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=F64) / dims[i] ** 0.5)
+        mods.append(lin)
+        for k in range(draw(st.integers(0, 3))):
+            mods.append(draw(st.sampled_from(_CHAIN_ACTS + (_IN_PLACE_ACTS if k == 0 else ())))())
     return dims, nn.Sequential(*mods), seed
 
 
-@given(chain=activation_chains(), steps=st.integers(1, 2), first_order=st.booleans())
+@given(chain=activation_chains(), steps=st.integers(1, 3), first_order=st.booleans())
 def test_factorized_equals_loop_with_chains_of_activations(chain, steps, first_order):
-    """Several activations after one layer (e.g. ReLU then Tanh): none may overwrite a
-    value another one's backward reads (regression: two in-place activations in a row)."""
+    """Several activations after one layer (e.g. ReLU then Tanh), some built with
+    ``inplace=True``: none may overwrite a value that is read again (regressions: two
+    in-place activations in a row; ``nn.ReLU(inplace=True)`` overwriting the first layer's
+    product, which later inner steps reuse)."""
     dims, model, seed = chain
     g = torch.Generator().manual_seed(seed)
     fam = LinearRegressionTasks.isotropic(dims[0], dims[-1], sigma=0.1, n_support=4,

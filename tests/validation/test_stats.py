@@ -49,3 +49,5 @@ def test_median_interval_rejects_bad_input():
         median_interval([])
     with pytest.raises(ValueError, match="level"):
         median_interval([1.0, 2.0], level=1.0)
+    with pytest.raises(ValueError, match="finite"):
+        median_interval([1.0, float("nan"), 3.0])
