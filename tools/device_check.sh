@@ -45,8 +45,10 @@ timeout 150 "$PY" -m pytest -m gpu -q -rs -p no:cacheprovider tests 2>&1 | tee "
 [ "${PIPESTATUS[0]}" = 0 ] || status=1
 
 echo "== bench --device $DEVICE --configs $CONFIGS"
-timeout 400 "$PY" -m maml_depth bench --device "$DEVICE" --configs "$CONFIGS" \
-    --paired-rounds 6 --paired-seconds 5 --out "$OUT/bench.md" > "$OUT/bench.log" 2>&1 \
-    || status=1
+# each measurement's subprocess (a peer, the interleaved phase, one capacity search) gets at
+# most 120 s: one that runs longer is reported as timed out and the tables are still written
+timeout 420 "$PY" -m maml_depth bench --device "$DEVICE" --configs "$CONFIGS" \
+    --paired-rounds 6 --paired-seconds 5 --timeout 120 --out "$OUT/bench.md" \
+    > "$OUT/bench.log" 2>&1 || status=1
 tail -n 40 "$OUT/bench.log"
 exit $status

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "and their 95%% confidence intervals (≥ 6)")
     p.add_argument("--paired-seconds", type=float, default=10.0,
                    help="minimum seconds of interleaved timing per config (≥ 0)")
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds each measurement's subprocess may run before it is reported "
+                        "as timed out (> 0)")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto")
     p.add_argument("--out", default=None, help="also write the tables (Markdown) to this file")
 
@@ -41,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         raise InvalidArgumentError(
             f"--paired-rounds must be ≥ {engine.MIN_PAIRED_ROUNDS} (fewer rounds give no 95% "
             f"interval of the median), got {args.paired_rounds}")
+    if not 0 < args.timeout < float("inf"):
+        raise InvalidArgumentError(f"--timeout must be a finite number > 0, got {args.timeout}")
     if not args.paired_seconds >= 0 or args.paired_seconds == float("inf"):
         raise InvalidArgumentError(
             f"--paired-seconds must be a finite number ≥ 0, got {args.paired_seconds}")
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         device = str(resolve_device(args.device))
         tables = engine.run(configs, peers, device=device, repeats=args.repeats,
                             rounds=args.rounds, paired_rounds=args.paired_rounds,
-                            paired_s=args.paired_seconds)
+                            paired_s=args.paired_seconds, timeout=args.timeout)
     text = render(tables)
     print(text)
     if args.out:

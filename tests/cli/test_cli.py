@@ -32,6 +32,7 @@ def test_help_and_version(capsys):
     (["bench", "--rounds", "0"], "--rounds"),
     (["bench", "--paired-rounds", "0"], "--paired-rounds"),
     (["bench", "--paired-rounds", "5"], "--paired-rounds"),
+    (["bench", "--timeout", "0"], "--timeout"),
     (["bench", "--paired-seconds", "nan"], "--paired-seconds"),
     (["bench", "--configs", "medium"], "--configs"),
 ])
