@@ -397,19 +397,20 @@ def _times(x: Tensor, M: Tensor) -> Tensor:
     return torch.matmul(x, M)
 
 
+def _shared_product(h: Tensor, Wt: Tensor, b: Tensor | None) -> Tensor:
+    """``h Wᵀ + b`` with the shared weight, a fresh tensor: one (T·r × d_in) @ (d_in × d_out)
+    product over the stacked tasks."""
+    z = _times(h, Wt)
+    return z if b is None else z.add_(b)
+
+
 def _linear(h: Tensor, Wt: Tensor, b: Tensor | None, fast: _Fast, j: int,
             shared: Tensor | None = None) -> tuple[Tensor, bool]:
     """``h W'ᵀ + b'`` per task (``Wt = Wᵀ``): one shared product over the stacked tasks,
     then the small per-task kernels. ``shared``: ``h Wᵀ + b``, computed already (read,
     never written). Also says whether the result is a fresh tensor of this call's, which
     may be overwritten in place."""
-    if shared is None:
-        z = _times(h, Wt)  # folded into one (T·r × d_in) @ (d_in × d_out) product
-        if b is not None:
-            z.add_(b)
-        fresh = True
-    else:
-        z, fresh = shared, False
+    z, fresh = (_shared_product(h, Wt, b), True) if shared is None else (shared, False)
     U, V, db = fast.U[j], fast.V[j], fast.db[j]
     # in place on a fresh z: matmul's backward does not need its output, so no extra
     # (T, n, d) copy
@@ -457,11 +458,8 @@ def _first_products(X: Tensor, Xq: Tensor | None, W1t: Tensor, b1: Tensor | None
     """``X W_1ᵀ + b_1`` and ``Xq W_1ᵀ + b_1`` (None without query inputs), two products.
     (One product over the stacked rows of both was measured 4 % slower on the small bench
     config: the backward of the two slices of its result costs more than the product saved.)"""
-    def product(x: Tensor) -> Tensor:
-        z = _times(x, W1t)
-        return z if b1 is None else z.add_(b1)
-
-    return product(X), None if Xq is None else product(Xq)
+    return (_shared_product(X, W1t, b1),
+            None if Xq is None else _shared_product(Xq, W1t, b1))
 
 
 def _output_grad(loss_fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, Y: Tensor,

@@ -249,6 +249,28 @@ def _adam(params: list[Any], lr: float = 1e-3) -> Any:
         return torch.optim.Adam(params, lr=lr)
 
 
+def _meta_step(peer: str, cfg: EngineConfig, dev: Any
+               ) -> tuple[Callable[[], None], Callable[[], Any], Any]:
+    """``(one, loss_step, opt)`` for ``peer`` on a fresh float32 copy of ``cfg`` on ``dev``:
+    ``loss_step()`` computes the meta-loss and its backward, ``one()`` is a whole timed
+    meta-step (zero the gradients, ``loss_step``, the Adam step of ``opt``, and on CUDA
+    waiting for the device)."""
+    import torch
+
+    model, fam, batch = _build(cfg, torch.float32, dev)
+    opt = _adam(list(model.parameters()), lr=1e-4)
+    loss_step = _meta_loss_fn(peer, cfg, model, fam, batch)
+
+    def one() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_step()
+        opt.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    return one, loss_step, opt
+
+
 def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup: int = 3,
             threads: int = 2, min_time_s: float = 1.0, max_repeats: int = 2000
             ) -> dict[str, Any]:
@@ -271,19 +293,10 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
     _adam([w]).step()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     dev = torch.device(device)
-    model, fam, batch = _build(cfg, torch.float32, dev)
-    opt = _adam(list(model.parameters()), lr=1e-4)
-    step = _meta_loss_fn(peer, cfg, model, fam, batch)
-
-    def one() -> None:
-        opt.zero_grad(set_to_none=True)
-        step()
-        opt.step()
-
+    one, step, opt = _meta_step(peer, cfg, dev)
     for _ in range(warmup):
-        one()
+        one()  # (on CUDA, one() waits for the device)
     if dev.type == "cuda":
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
     start = time.perf_counter()
@@ -293,8 +306,6 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
                                    and len(times) < max_repeats):
         t0 = time.perf_counter()
         one()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     if dev.type == "cuda":
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -336,6 +347,17 @@ def measure(peer: str, cfg: EngineConfig, device: str, repeats: int = 20, warmup
 MIN_PAIRED_ROUNDS = 6
 
 
+def check_paired_rounds(name: str, value: Any) -> int:
+    """``value`` as a number of interleaved rounds (an integer ≥ :data:`MIN_PAIRED_ROUNDS`),
+    or raise naming ``name``."""
+    n = _checks.positive_int(name, value)
+    if n < MIN_PAIRED_ROUNDS:
+        raise InvalidArgumentError(
+            f"{name} must be ≥ {MIN_PAIRED_ROUNDS} (fewer rounds give no 95 % interval of the "
+            f"median), got {n}")
+    return n
+
+
 def paired(peers: list[str], cfg: EngineConfig, device: str, threads: int = 2,
            min_rounds: int = 15, min_time_s: float = 10.0, max_time_s: float = 600.0,
            block_s: float = 0.05, warmup: int = 3) -> dict[str, Any]:
@@ -356,20 +378,9 @@ def paired(peers: list[str], cfg: EngineConfig, device: str, threads: int = 2,
     dev = torch.device(device)
     steps: dict[str, Callable[[], None]] = {}
     for p in peers:
-        model, fam, batch = _build(cfg, torch.float32, dev)
-        opt = _adam(list(model.parameters()), lr=1e-4)
-        loss_step = _meta_loss_fn(p, cfg, model, fam, batch)
-
-        def one(opt: Any = opt, loss_step: Callable[[], Any] = loss_step) -> None:
-            opt.zero_grad(set_to_none=True)
-            loss_step()
-            opt.step()
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-
+        steps[p] = _meta_step(p, cfg, dev)[0]
         for _ in range(warmup):
-            one()
-        steps[p] = one
+            steps[p]()
     blocks: dict[str, list[float]] = {p: [] for p in peers}
     start = time.perf_counter()
     r = 0
@@ -599,13 +610,8 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
     from maml_depth.validation.stats import Interval
 
     rounds = _checks.positive_int("rounds", rounds)
-    paired_rounds = _checks.positive_int("paired_rounds", paired_rounds)
-    if paired_rounds < MIN_PAIRED_ROUNDS:
-        raise InvalidArgumentError(
-            f"paired_rounds must be ≥ {MIN_PAIRED_ROUNDS} (fewer rounds give no 95 % interval "
-            f"of the median), got {paired_rounds}")
-    if not 0.0 <= paired_s < math.inf:
-        raise InvalidArgumentError(f"paired_s must be a finite number ≥ 0, got {paired_s}")
+    paired_rounds = check_paired_rounds("paired_rounds", paired_rounds)
+    paired_s = _checks.finite_float("paired_s", paired_s, nonneg=True)
     cfgs = [CONFIGS[c] for c in (configs or list(CONFIGS))]
     peers = list(peers or PEERS)
     tables = []

@@ -40,15 +40,9 @@ def run(args: argparse.Namespace) -> int:
     if args.repeats < 20:
         raise InvalidArgumentError(f"--repeats must be ≥ 20 for a median, got {args.repeats}")
     _checks.positive_int("--rounds", args.rounds)
-    if _checks.positive_int("--paired-rounds", args.paired_rounds) < engine.MIN_PAIRED_ROUNDS:
-        raise InvalidArgumentError(
-            f"--paired-rounds must be ≥ {engine.MIN_PAIRED_ROUNDS} (fewer rounds give no 95% "
-            f"interval of the median), got {args.paired_rounds}")
-    if not 0 < args.timeout < float("inf"):
-        raise InvalidArgumentError(f"--timeout must be a finite number > 0, got {args.timeout}")
-    if not args.paired_seconds >= 0 or args.paired_seconds == float("inf"):
-        raise InvalidArgumentError(
-            f"--paired-seconds must be a finite number ≥ 0, got {args.paired_seconds}")
+    engine.check_paired_rounds("--paired-rounds", args.paired_rounds)
+    _checks.finite_float("--timeout", args.timeout, positive=True)
+    _checks.finite_float("--paired-seconds", args.paired_seconds, nonneg=True)
     tables: list[Table] = []
     if args.theory:
         for mod in ("update_rule", "expected_loss"):
