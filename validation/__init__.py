@@ -13,12 +13,14 @@ from maml_depth.validation import (
     claim_meta_optimizers,
     claim_update_rule,
     claim_upper_layers,
+    neighbours,
     stats,
     strategies,
 )
 from maml_depth.validation.claims import (
     BUDGETS,
     CLAIMS,
+    SUITES,
     Budget,
     Claim,
     ClaimResult,
@@ -32,6 +34,7 @@ from maml_depth.validation.report import render_markdown, write_report
 __all__ = [
     "BUDGETS",
     "CLAIMS",
+    "SUITES",
     "Budget",
     "Claim",
     "ClaimResult",
@@ -43,6 +46,7 @@ __all__ = [
     "claim_meta_optimizers",
     "claim_update_rule",
     "claim_upper_layers",
+    "neighbours",
     "render_markdown",
     "run_claim",
     "stats",

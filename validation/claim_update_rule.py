@@ -16,12 +16,7 @@ import torch
 
 from maml_depth.numerics import DeepLinear, inner_adapt
 
-try:
-    from maml_depth.theory import exact_update, first_order_preconditioner
-except ImportError as _exc:  # the update-rule theory has not landed: "not available"
-    _MISSING: str | None = str(_exc)
-else:
-    _MISSING = None
+from maml_depth.theory import exact_update, first_order_preconditioner
 from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
 
@@ -75,8 +70,6 @@ def check_case(rng: np.random.Generator) -> dict[str, float | int | list[int]]:
                  "sum Σ_j (B_jᵀB_j) ⊗ (A_jA_jᵀ).",
        reference="MATH.md §1, §5.1; paper §3")
 def run(ctx: RunContext) -> ClaimResult:
-    if _MISSING:
-        return ctx.not_available(f"theory/ update rule missing: {_MISSING}")
     rng = np.random.default_rng(ctx.seed)
     cases = [check_case(rng) for _ in range(ctx.budget.cases)]
     eu = np.array([c["err_update"] for c in cases])

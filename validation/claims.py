@@ -29,8 +29,12 @@ from typing import Any, Literal
 
 from maml_depth.validation.stats import LEVEL, Interval
 
-Verdict = Literal["pass", "fail", "inconclusive", "not available"]
-VERDICTS: tuple[str, ...] = ("pass", "fail", "inconclusive", "not available")
+Verdict = Literal["pass", "fail", "inconclusive", "error", "not available"]
+VERDICTS: tuple[str, ...] = ("pass", "fail", "inconclusive", "error", "not available")
+
+#: Claim suites: ``paper`` (the paper's claims, run by ``make validate``) and ``neighbours``
+#: (neighbouring results of the field). ``--suite all`` selects both.
+SUITES: tuple[str, ...] = ("paper", "neighbours")
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ class Claim:
     reference: str
     run: Callable[[RunContext], ClaimResult]
     budgets: tuple[str, ...] = ("quick", "full")
+    suite: str = "paper"
 
 
 CLAIMS: dict[str, Claim] = {}
@@ -138,19 +143,21 @@ CLAIMS: dict[str, Claim] = {}
 
 def claim(
     id: str, *, title: str, statement: str, reference: str, number: int | None = None,
-    budgets: tuple[str, ...] = ("quick", "full"),
+    budgets: tuple[str, ...] = ("quick", "full"), suite: str = "paper",
 ) -> Callable[[Callable[[RunContext], ClaimResult]], Callable[[RunContext], ClaimResult]]:
     """Decorator registering ``fn(ctx) -> ClaimResult`` as a claim.
 
     ``budgets``: the budgets whose default run includes the claim (a claim too expensive
     for ``quick`` names only ``("full",)``; selecting it explicitly with a smaller budget
-    reports "not available").
+    reports "not available"). ``suite``: one of :data:`SUITES` (``--suite`` selects by it).
     """
+    if suite not in SUITES:
+        raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
 
     def deco(fn: Callable[[RunContext], ClaimResult]) -> Callable[[RunContext], ClaimResult]:
         if id in CLAIMS:
             raise ValueError(f"a claim with id {id!r} is already registered")
-        CLAIMS[id] = Claim(id, number, title, statement, reference, fn, tuple(budgets))
+        CLAIMS[id] = Claim(id, number, title, statement, reference, fn, tuple(budgets), suite)
         return fn
 
     return deco
@@ -170,8 +177,8 @@ def versions() -> dict[str, str]:
 
 
 def run_claim(c: Claim, ctx: RunContext) -> ClaimResult:
-    """Run one claim; an import error of missing theory gives "not available", any other
-    exception a ``fail`` carrying the error (never a pass)."""
+    """Run one claim. A claim that raises gets the verdict ``error`` with its traceback in
+    ``details`` — a crash is neither a refutation (``fail``) nor a pass."""
     t0 = time.perf_counter()
     try:
         if ctx.budget.name in BUDGETS and ctx.budget.name not in c.budgets:
@@ -179,10 +186,8 @@ def run_claim(c: Claim, ctx: RunContext) -> ClaimResult:
                 f"runs only with --budget {' or '.join(c.budgets)} (this run: {ctx.budget.name})")
         else:
             res = c.run(ctx)
-    except ImportError as exc:
-        res = ctx.not_available(f"theory or numerics it needs has not landed: {exc}")
-    except Exception as exc:  # a crash is a failed check, reported with its error
-        res = ctx.result(verdict="fail", measured=None, theory=None,
+    except Exception as exc:  # a crash is an error, reported with its traceback
+        res = ctx.result(verdict="error", measured=None, theory=None,
                          summary=f"crashed: {type(exc).__name__}: {exc}",
                          details={"traceback": traceback.format_exc()})
     res.seconds = time.perf_counter() - t0

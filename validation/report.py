@@ -10,7 +10,7 @@ from maml_depth._io import atomic_write_json, atomic_write_text
 from maml_depth.validation.claims import ClaimResult, versions
 
 _MARK = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconclusive",
-         "not available": "— not available"}
+         "error": "💥 error", "not available": "— not available"}
 
 
 def _fmt(x: Any) -> str:

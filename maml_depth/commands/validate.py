@@ -13,6 +13,8 @@ HELP = "validate the paper's claims (MATH.md §5) and write report.md / report.j
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--claims", default=None, help="comma-separated claim ids (default: all)")
+    p.add_argument("--suite", default="paper",
+                   help="paper|neighbours|all: which claims run by default (default: paper)")
     p.add_argument("--budget", default="quick", help="quick|full")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto|cpu|cuda")
@@ -32,24 +34,37 @@ def run(args: argparse.Namespace) -> int:
 
     from maml_depth.errors import ConfigError
     from maml_depth.numerics import resolve_device
-    from maml_depth.validation import BUDGETS, CLAIMS, RunContext, run_claim, write_report
+    from maml_depth.validation import (
+        BUDGETS,
+        CLAIMS,
+        SUITES,
+        RunContext,
+        run_claim,
+        write_report,
+    )
 
     for mod in args.plugin:
         try:
             importlib.import_module(mod)
         except ImportError as exc:
             raise ConfigError(f"--plugin: cannot import {mod!r}: {exc}") from None
+    if args.suite not in (*SUITES, "all"):
+        raise ConfigError(f"--suite must be one of {[*SUITES, 'all']}, got {args.suite!r}")
+    suites = SUITES if args.suite == "all" else (args.suite,)
     if args.list:
         for c in sorted(CLAIMS.values(), key=lambda c: (c.number is None, c.number or 0)):
-            print(f"{c.id:28s} {c.title}  [budgets: {', '.join(c.budgets)}]")
+            if c.suite in suites:
+                print(f"{c.id:28s} {c.title}  [suite: {c.suite}; budgets: "
+                      f"{', '.join(c.budgets)}]")
         return 0
     if args.budget not in BUDGETS:
         raise ConfigError(f"--budget must be one of {sorted(BUDGETS)}, got {args.budget!r}")
-    ordered = sorted(CLAIMS.values(), key=lambda c: (c.number is None, c.number or 0, c.id))
+    ordered = sorted(CLAIMS.values(),
+                     key=lambda c: (SUITES.index(c.suite), c.number is None, c.number or 0, c.id))
     if args.claims:
         ids = [c.strip() for c in args.claims.split(",")]
     else:  # every claim that runs in this budget, in the order of MATH.md §5
-        ids = [c.id for c in ordered if args.budget in c.budgets]
+        ids = [c.id for c in ordered if args.budget in c.budgets and c.suite in suites]
     unknown = [c for c in ids if c not in CLAIMS]
     if unknown:
         raise ConfigError(f"--claims: unknown claim id(s) {unknown}; known: {list(CLAIMS)}")
@@ -65,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         r = run_claim(CLAIMS[cid], ctx)
         results.append(r)
         tqdm.write(f"{r.verdict:>13s}  {cid}: {r.summary}")
-    meta = {"budget": budget.name, "seed": args.seed, "device": device,
+    meta = {"suite": args.suite, "budget": budget.name, "seed": args.seed, "device": device,
             "claims": ids, "seconds": time.perf_counter() - t0}
     j, m = write_report(args.out, results, meta)
     print(f"wrote {m} and {j}")

@@ -179,3 +179,23 @@ def test_full_budget_only_claims_are_not_available_in_quick():
     for c in only_full:
         r = run_claim(c, RunContext(c.id, BUDGETS["quick"]))
         assert r.verdict == "not available" and "full" in r.summary
+
+
+def test_a_crashing_claim_is_an_error_not_a_fail():
+    """A claim that raises is reported as ``error`` with its traceback, never ``fail``."""
+    from maml_depth.validation import BUDGETS, Claim, RunContext, run_claim
+
+    def boom(ctx):
+        raise ImportError("something the claim needs is missing")
+
+    c = Claim("boom", None, "t", "s", "r", boom)
+    r = run_claim(c, RunContext("boom", BUDGETS["quick"]))
+    assert r.verdict == "error"
+    assert "ImportError" in r.details["traceback"]
+
+
+def test_suites_select_claims():
+    from maml_depth.validation import CLAIMS, SUITES
+
+    assert {c.suite for c in CLAIMS.values()} <= set(SUITES)
+    assert sum(c.suite == "paper" for c in CLAIMS.values()) >= 6
