@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from maml_depth.numerics import DeepLinear, inner_adapt
-
 from maml_depth.theory import exact_update, first_order_preconditioner
 from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
