@@ -10,6 +10,7 @@
 #   TORCH_PIP_ARGS  extra pip arguments for the torch install (default: none)
 #   DEVICE      device for validate/bench: auto|cpu|cuda (default: auto)
 #   OUT         output folder of `make validate` (default: results/validate)
+#   KATEX_VERSION  the KaTeX release `make docs` unpacks from the npm registry (needs `npm`)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,13 +18,16 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 DEVICE ?= auto
 OUT ?= results/validate
+KATEX_VERSION ?= 0.16.22
 
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.maml-depth-installed
+DOCS_STAMP := $(VENV)/.maml-depth-docs-installed
+KATEX := build/docs/katex/katex.min.js
 
-.PHONY: help install validate demo test test-all lint typecheck pytest bench bench-theory figures clean
+.PHONY: help install validate demo test test-all lint typecheck pytest bench bench-theory figures docs docs-snapshot docstrings clean
 
 help:
 	@echo "make validate   create $(VENV), install, validate the paper's claims, write $(OUT)/report.md"
@@ -31,6 +35,8 @@ help:
 	@echo "make test-all   every test, slow and GPU ones included (hypothesis profile 'thorough')"
 	@echo "make bench      engine benchmark table (ratios against peers in the same run)"
 	@echo "make figures    regenerate the paper's analytic plots into paper_figures/gallery"
+	@echo "make docs       build the documentation site into build/site (mkdocs --strict, KaTeX offline)"
+	@echo "make docstrings list public names without a docstring (ruff pydocstyle D10x)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -78,6 +84,44 @@ bench-theory: $(STAMP)
 
 figures: $(STAMP)
 	$(BIN)/maml-depth figures --budget quick --out paper_figures/gallery --readme paper_figures/README.md
+
+# The documentation site. Installs the `docs` extra, unpacks KaTeX from the npm registry
+# (`npm pack`; Debian: `apt-get install -y npm`) into build/docs/katex (served by the site
+# itself: no CDN when a page is viewed), assembles the installed layout of the package for
+# mkdocstrings (as `typecheck` does for mypy) and builds with --strict: a broken link, an
+# unknown cross-reference or a missing page fails the build.
+# The slow test tests/docs/test_docs.py opens a built theory page in headless Chromium
+# (Debian: `apt-get update && apt-get install -y chromium`).
+$(DOCS_STAMP): pyproject.toml $(STAMP)
+	$(PIP) install -q -e ".[dev,docs]"
+	@touch $(DOCS_STAMP)
+
+$(KATEX):
+	@command -v npm >/dev/null || { echo "make docs needs npm to fetch KaTeX (Debian: apt-get install -y npm)"; exit 1; }
+	@rm -rf build/docs/katex build/docs/npm && mkdir -p build/docs/npm
+	cd build/docs/npm && npm pack --silent katex@$(KATEX_VERSION) >/dev/null && tar -xzf katex-$(KATEX_VERSION).tgz
+	mkdir -p build/docs/katex && cp -r build/docs/npm/package/dist/. build/docs/katex/
+	@rm -rf build/docs/npm
+
+docs: $(DOCS_STAMP) $(KATEX)
+	@rm -rf build/docs/src && mkdir -p build/docs/src/maml_depth
+	@cp -r maml_depth/. build/docs/src/maml_depth/
+	@for p in theory numerics validation paper_figures; do ln -s ../../../../$$p build/docs/src/maml_depth/$$p; done
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	@echo "site: build/site/index.html"
+
+# Refresh the claims page's committed snapshot (docs/_data/claims-quick.json): one quick-budget
+# validation run, trimmed to what the page shows.
+docs-snapshot: $(STAMP)
+	$(BIN)/maml-depth validate --budget quick --device $(DEVICE) --out build/docs/validate --no-progress
+	$(PY) docs/_tooling/snapshot.py build/docs/validate/report.json docs/_data/claims-quick.json
+
+# Public names without a docstring (pydocstyle D100-D104: modules, classes, methods,
+# functions, packages; magic methods and __init__ excluded). Private modules (_x.py) and
+# tests are not public. Not yet part of `make test`.
+docstrings: $(STAMP)
+	$(BIN)/ruff check --no-fix --select D100,D101,D102,D103,D104 --output-format concise \
+		--exclude '_*.py' maml_depth theory numerics validation paper_figures
 
 clean:
 	rm -rf build .mypy_cache .pytest_cache .ruff_cache .hypothesis
