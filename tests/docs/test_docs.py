@@ -207,4 +207,5 @@ def test_theory_pages_render_without_raw_tex_in_chromium():
         parser.feed(dom)
         text = "".join(parser.parts)
         visible = [t for t in RAW_TEX if t in text]
+        visible += sorted(set(re.findall(r"\\[A-Za-z]+", text)))  # any control sequence
         assert not visible, f"{page}: raw TeX visible in the rendered page: {visible}"
