@@ -156,7 +156,7 @@ def test_getting_started_example_runs(capsys):
 class _VisibleText(HTMLParser):
     """Text a reader sees: no scripts, styles, or KaTeX's hidden MathML copy of the TeX."""
 
-    HIDDEN = {"script", "style", "annotation", "noscript", "template"}
+    HIDDEN = frozenset({"script", "style", "annotation", "noscript", "template"})
 
     def __init__(self) -> None:
         super().__init__()
