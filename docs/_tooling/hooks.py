@@ -58,6 +58,25 @@ _LINK = re.compile(r"(\]\()([^)\s#]+)(#[^)\s]*)?(\))")
 
 
 # ---------------------------------------------------------------------------------------------
+# configuration
+
+
+def on_config(config: MkDocsConfig) -> MkDocsConfig:
+    """Pages added to ``docs/theory/`` join the Theory section of the navigation by
+    themselves (after the listed ones, by name), so a new page never breaks the build."""
+    for entry in config.nav or []:
+        if isinstance(entry, dict) and isinstance(entry.get("Theory"), list):
+            section = entry["Theory"]
+            listed = {v for item in section
+                      for v in (item.values() if isinstance(item, dict) else [item])}
+            for path in sorted((ROOT / "docs" / "theory").glob("*.md")):
+                rel = f"theory/{path.name}"
+                if rel not in listed:
+                    section.append(rel)
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
 # files
 
 
