@@ -140,6 +140,18 @@ def test_section_map_points_at_defined_anchors():
             assert f"{{#{anchor}}}" in text, f"§{section} → {target}: anchor not defined"
 
 
+@pytest.mark.parametrize("page", THEORY_PAGES)
+def test_tests_named_on_a_theory_page_exist_in_the_files_it_links(page):
+    text = (DOCS / "theory" / f"{page}.md").read_text(encoding="utf-8")
+    linked = set(re.findall(r"\]\(\.\./\.\./(tests/[\w/]+\.py)\)", text))
+    defined: set[str] = set()
+    for rel in linked:
+        assert (ROOT / rel).is_file(), f"{page}.md links to {rel}, which does not exist"
+        defined |= set(re.findall(r"^def (test_\w+)", (ROOT / rel).read_text(), flags=re.M))
+    named = set(re.findall(r"`(test_\w+)`", text))
+    assert named <= defined, f"{page}.md names tests not in the files it links: {named - defined}"
+
+
 def test_getting_started_example_runs(capsys):
     text = (DOCS / "getting-started.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
