@@ -302,4 +302,7 @@ def on_post_page(output: str, page: Page, config: MkDocsConfig) -> str:
     report it, so that ``--strict`` fails on an unknown reference."""
     for ident in sorted(set(_UNRESOLVED.findall(output))):
         log.warning("%s: unresolved cross-reference to %s", page.file.src_uri, ident)
-    return output
+    # "Source code in ...": the repository's paths, not those of the installed-layout tree
+    for sub in ("theory", "numerics", "validation", "paper_figures"):
+        output = output.replace(f"build/docs/src/maml_depth/{sub}/", f"{sub}/")
+    return output.replace("build/docs/src/maml_depth/", "maml_depth/")
