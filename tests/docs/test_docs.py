@@ -58,6 +58,7 @@ def test_built_theory_page_carries_math_markup_and_local_katex(page):
     assert len(tags) == len(set(tags)), f"{page}.md: equation numbers not unique"
     for t in tags:
         assert html.count(f"\\tag{{{t}}}") == 1, f"{page}: equation ({t}) missing or repeated"
+        assert f'id="eq-{t}"' in html, f"{page}: equation ({t}) has no anchor #eq-{t}"
     # KaTeX comes from the site itself, never from a CDN
     for asset in ("assets/katex/katex.min.js", "assets/katex/contrib/auto-render.min.js",
                   "assets/katex/katex.min.css", "javascripts/katex-init.js"):
