@@ -153,6 +153,18 @@ def test_tests_named_on_a_theory_page_exist_in_the_files_it_links(page):
     assert named <= defined, f"{page}.md names tests not in the files it links: {named - defined}"
 
 
+def test_equation_links_name_the_equation_they_point_at():
+    pages = [*sorted((DOCS / "theory").glob("*.md")), DOCS / "getting-started.md"]
+    n = 0
+    for path in pages:
+        text = path.read_text(encoding="utf-8")
+        for label, anchor in re.findall(r"\[[^\]]*?\(([0-9]+\.[0-9]+)\)\]\([\w./-]*#eq-([^)]+)\)",
+                                        text):
+            n += 1
+            assert label == anchor, f"{path.name}: a link says ({label}) but points at #eq-{anchor}"
+    assert n > 0
+
+
 def test_getting_started_example_runs(capsys):
     text = (DOCS / "getting-started.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
