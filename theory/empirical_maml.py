@@ -29,12 +29,12 @@ from maml_depth.errors import InvalidArgumentError, ShapeError
 
 __all__ = [
     "BernacchiaSetting",
+    "adaptation_factor",
     "bernacchia_estimator_error",
     "bernacchia_test_loss",
     "maml_design",
     "maml_estimator",
     "pooled_estimator",
-    "test_adaptation_factor",
 ]
 
 
@@ -152,7 +152,7 @@ class BernacchiaSetting:
         return self.m * self.n_v
 
 
-def test_adaptation_factor(alpha: float, p: int, n: int) -> float:
+def adaptation_factor(alpha: float, p: int, n: int) -> float:
     """``h(α) = E‖(I − αΣ̂)v‖²/‖v‖² = (1 − α)² + α²(p + 1)/n`` for ``Σ̂ = XᵀX/n``,
     ``x ~ N(0, I_p)`` (from ``E Σ̂² = (1 + (p + 1)/n) I``)."""
     return (1.0 - alpha) ** 2 + alpha ** 2 * (p + 1) / n
@@ -175,7 +175,7 @@ def bernacchia_estimator_error(s: BernacchiaSetting, alpha_t: float | np.ndarray
         raise InvalidArgumentError(f"inverse must be 'wishart' or 'naive', got {inverse!r}")
     a = np.asarray(alpha_t, dtype=np.float64)
     p, k, nt, nv = s.p, s.k, s.n_t, s.n_v
-    h_t = test_adaptation_factor(a, p, nt)  # type: ignore[arg-type]
+    h_t = adaptation_factor(a, p, nt)  # type: ignore[arg-type]
     factor = k / (p - k - 1) if inverse == "wishart" else k / p
     return factor * (s.nu ** 2 * (p - nv - 1) / p
                      + s.sigma ** 2 * (1.0 + a ** 2 * p / nt) / h_t)
@@ -191,6 +191,6 @@ def bernacchia_test_loss(s: BernacchiaSetting, alpha_t: float | np.ndarray, *,
 
     References: docs/theory/neighbours-bernacchia.md, eq. (5).
     """
-    h_r = test_adaptation_factor(s.alpha_r, s.p, s.n_r)
+    h_r = adaptation_factor(s.alpha_r, s.p, s.n_r)
     err = bernacchia_estimator_error(s, alpha_t, inverse=inverse)
     return 0.5 * (h_r * (err + s.nu ** 2) + s.sigma ** 2 * (1.0 + s.alpha_r ** 2 * s.p / s.n_r))

@@ -1,6 +1,6 @@
 """The ``neighbours`` suite: results of the field beside the paper, as executable claims
 (one module per claim, registered on import with ``suite="neighbours"``)."""
 
-from maml_depth.validation.neighbours import ach_balanced
+from maml_depth.validation.neighbours import ach_balanced, bernacchia_negative_rate
 
-__all__ = ["ach_balanced"]
+__all__ = ["ach_balanced", "bernacchia_negative_rate"]
