@@ -29,6 +29,7 @@ from maml_depth.errors import InvalidArgumentError, ShapeError
 
 __all__ = [
     "BernacchiaSetting",
+    "GaoSenerSetting",
     "adaptation_factor",
     "bernacchia_estimator_error",
     "bernacchia_test_loss",
@@ -194,3 +195,68 @@ def bernacchia_test_loss(s: BernacchiaSetting, alpha_t: float | np.ndarray, *,
     h_r = adaptation_factor(s.alpha_r, s.p, s.n_r)
     err = bernacchia_estimator_error(s, alpha_t, inverse=inverse)
     return 0.5 * (h_r * (err + s.nu ** 2) + s.sigma ** 2 * (1.0 + s.alpha_r ** 2 * s.p / s.n_r))
+
+
+@dataclass(frozen=True)
+class GaoSenerSetting:
+    """One-dimensional regression of Gao & Sener (2020): per task the input variance
+    ``q ~ U(0, β)`` (``x ~ N(0, q)``), the regression coefficient ``c`` (``c = q`` when
+    ``coupled``, else ``c ~ U(0, β)`` independent of q), noise variance ``s² ~ U(0, β)``,
+    ``y = c x + s ε``; N support and N query samples; one inner step α on the support loss
+    ``Σ(y − wx)²/(2N)``."""
+
+    beta: float = 2.0
+    alpha: float = 0.25
+    N: int = 5
+    coupled: bool = True
+
+    def __post_init__(self) -> None:
+        _checks.finite_float("beta", self.beta, positive=True)
+        _checks.finite_float("alpha", self.alpha)
+        _checks.positive_int("N", self.N)
+
+    def moment(self, k: int) -> float:
+        """``E U^k = β^k/(k + 1)`` for ``U ~ U(0, β)``."""
+        return self.beta ** k / (k + 1)
+
+    def weight(self, q: float | np.ndarray) -> np.ndarray:
+        """``w(q) = q − 2αq² + (1 + 2/N)α²q³ = q E_support(1 − αq̂)²`` (``q̂`` the support
+        second moment, ``E q̂² = (1 + 2/N) q²``): the weight of a task in MAML's population
+        objective."""
+        q = np.asarray(q, dtype=np.float64)
+        a = self.alpha
+        return q - 2 * a * q ** 2 + (1 + 2 / self.N) * a ** 2 * q ** 3
+
+    def _weight_moment(self, j: int) -> float:
+        """``E[w(q) c^j]``."""
+        a, c2 = self.alpha, 1 + 2 / self.N
+        if self.coupled:
+            return (self.moment(1 + j) - 2 * a * self.moment(2 + j)
+                    + c2 * a ** 2 * self.moment(3 + j))
+        return (self.moment(1) - 2 * a * self.moment(2) + c2 * a ** 2 * self.moment(3)) \
+            * self.moment(j)
+
+    def pooled_optimum(self) -> float:
+        """Population optimum of pooled least squares ``E[q c]/E[q]`` (2β/3 when coupled,
+        β/2 when independent)."""
+        return (self.moment(2) if self.coupled else self.moment(1) * self.moment(1)) \
+            / self.moment(1)
+
+    def maml_optimum(self) -> float:
+        """Population optimum of one-step MAML ``E[w(q) c]/E[w(q)]`` (β/2 when
+        independent: then both optima coincide)."""
+        return self._weight_moment(1) / self._weight_moment(0)
+
+    def post_adaptation_loss(self, w: float | np.ndarray) -> np.ndarray:
+        """Exact expected query loss after one inner step from w, over tasks, support sets
+        and noise::
+
+            ½ E[w(q)(w − c)²] + ½ E[s²](1 + α² E[q²]/N)
+
+        (from ``w' − c = (1 − αq̂)(w − c) + (α/N)Σ x_i s ε_i`` and the query loss
+        ``½[q(w' − c)² + s²]``). Minimised at :meth:`maml_optimum`."""
+        w = np.asarray(w, dtype=np.float64)
+        task = w ** 2 * self._weight_moment(0) - 2 * w * self._weight_moment(1) \
+            + self._weight_moment(2)
+        return 0.5 * task + 0.5 * self.moment(1) * (1 + self.alpha ** 2 * self.moment(2)
+                                                    / self.N)

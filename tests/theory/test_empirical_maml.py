@@ -72,3 +72,26 @@ def test_bad_input() -> None:
 
 def maml_design_shapes() -> None:
     maml_estimator(np.ones((2, 3)), np.ones(2), np.ones((2, 3)), np.ones(2), 0.1)
+
+
+def test_gao_sener_optima_and_post_adaptation_loss_by_monte_carlo() -> None:
+    from maml_depth.theory.empirical_maml import GaoSenerSetting
+
+    s = GaoSenerSetting()
+    assert s.pooled_optimum() == pytest.approx(2 * s.beta / 3, rel=1e-12)
+    w_star = s.maml_optimum()
+    # the exact loss is a quadratic minimised at the MAML optimum
+    h = 1e-4
+    d = (s.post_adaptation_loss(w_star + h) - s.post_adaptation_loss(w_star - h)) / (2 * h)
+    assert abs(float(d)) < 1e-8
+    # Monte Carlo of one real inner step and the exact query loss ½[q(w' − c)² + s²],
+    # 200,000 tasks, within 5 standard errors
+    rng = np.random.default_rng(9)
+    T, w = 200_000, 0.7
+    q, s2 = rng.uniform(0, s.beta, T), rng.uniform(0, s.beta, T)
+    x = rng.standard_normal((T, s.N)) * np.sqrt(q)[:, None]
+    y = q[:, None] * x + rng.standard_normal((T, s.N)) * np.sqrt(s2)[:, None]
+    w1 = w - s.alpha * np.mean(x * (w * x - y), axis=1)
+    vals = 0.5 * (q * (w1 - q) ** 2 + s2)
+    se = vals.std(ddof=1) / np.sqrt(T)
+    assert abs(vals.mean() - float(s.post_adaptation_loss(w))) < 5 * se

@@ -1,6 +1,10 @@
 """The ``neighbours`` suite: results of the field beside the paper, as executable claims
 (one module per claim, registered on import with ``suite="neighbours"``)."""
 
-from maml_depth.validation.neighbours import ach_balanced, bernacchia_negative_rate
+from maml_depth.validation.neighbours import (
+    ach_balanced,
+    bernacchia_negative_rate,
+    gao_sener_tradeoff,
+)
 
-__all__ = ["ach_balanced", "bernacchia_negative_rate"]
+__all__ = ["ach_balanced", "bernacchia_negative_rate", "gao_sener_tradeoff"]
