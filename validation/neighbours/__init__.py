@@ -5,6 +5,8 @@ from maml_depth.validation.neighbours import (
     ach_balanced,
     bernacchia_negative_rate,
     gao_sener_tradeoff,
+    saunshi_separation,
 )
 
-__all__ = ["ach_balanced", "bernacchia_negative_rate", "gao_sener_tradeoff"]
+__all__ = ["ach_balanced", "bernacchia_negative_rate", "gao_sener_tradeoff",
+           "saunshi_separation"]
