@@ -4,9 +4,11 @@
 from maml_depth.validation.neighbours import (
     ach_balanced,
     bernacchia_negative_rate,
+    collins_representation,
     gao_sener_tradeoff,
     saunshi_separation,
 )
 
-__all__ = ["ach_balanced", "bernacchia_negative_rate", "gao_sener_tradeoff",
+__all__ = ["ach_balanced", "bernacchia_negative_rate", "collins_representation",
+           "gao_sener_tradeoff",
            "saunshi_separation"]
