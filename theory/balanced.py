@@ -12,7 +12,7 @@ Derivation (docs/theory/neighbours-ach.md): ``A_jA_jᵀ = (WWᵀ)^{(N−j)/N}`` 
 ``Σ_j A_jA_jᵀ G B_jᵀB_j`` (docs/theory/index.md) is the fractional-power sum (reindexed).
 
 References: Arora, Cohen, Hazan, "On the optimization of deep networks: implicit acceleration
-by overparameterization", ICML 2018, Theorem 1; docs/theory/neighbours-ach.md.
+by overparameterization", ICML 2018 (gradient-flow form); docs/theory/neighbours-ach.md.
 """
 
 from __future__ import annotations
@@ -80,14 +80,16 @@ def ach_end_to_end_step(W: np.ndarray, G: np.ndarray, eta: float, depth: int,
     ``W − ηN G``; ``"shifted"`` exponents ``j/N`` and ``(N−j)/N``; ``"swapped"`` WWᵀ and
     WᵀW exchanged (square W).
 
-    References: Arora, Cohen, Hazan (ICML 2018), Theorem 1; docs/theory/neighbours-ach.md.
+    References: Arora, Cohen, Hazan (ICML 2018); docs/theory/neighbours-ach.md.
     """
     W, G = np.asarray(W, np.float64), np.asarray(G, np.float64)
     if W.ndim != 2 or G.shape != W.shape:
         raise ShapeError(f"W must be a matrix and G of its shape, got {W.shape}, {G.shape}")
     N = _checks.positive_int("depth", depth)
     eta = _checks.finite_float("eta", eta)
-    step = sum(c * (Lf @ G @ Rf) for Lf, Rf, c in _factors(W, N, variant))
+    step = np.zeros_like(W)
+    for Lf, Rf, c in _factors(W, N, variant):
+        step += c * (Lf @ G @ Rf)
     return W - eta * step
 
 
@@ -119,4 +121,7 @@ def ach_kronecker_preconditioner(W: np.ndarray, depth: int) -> np.ndarray:
     if W.ndim != 2:
         raise ShapeError(f"W must be a matrix, got shape {W.shape}")
     N = _checks.positive_int("depth", depth)
-    return sum(np.kron(Rf.T, Lf) for Lf, Rf, _ in _factors(W, N, "ach"))
+    P = np.zeros((W.size, W.size))
+    for Lf, Rf, _ in _factors(W, N, "ach"):
+        P += np.kron(Rf.T, Lf)
+    return P

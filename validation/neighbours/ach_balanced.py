@@ -18,7 +18,8 @@ Wrong variants (``variant=``): plain GD, N·G, exponents j/N and (N−j)/N, WW�
 exchanged (square W) — their error is O(η), slope 1, verdict fail.
 
 References: Arora, Cohen, Hazan, "On the optimization of deep networks: implicit
-acceleration by overparameterization", ICML 2018, Theorem 1; docs/theory/neighbours-ach.md.
+acceleration by overparameterization", ICML 2018 (gradient-flow form); the discrete step
+and its O(η²) remainder: docs/theory/neighbours-ach.md.
 """
 
 from __future__ import annotations
@@ -121,8 +122,9 @@ def _figure(ctx: RunContext, seed: int) -> list[str]:
        statement="For balanced layers of depth N, one gradient step η on every layer moves W "
                  "by −η Σ_j (WWᵀ)^{(j−1)/N} G (WᵀW)^{(N−j)/N} + O(η²); for N = 2 the rule "
                  "with + η² G WᵀG is exact.",
-       reference="Arora, Cohen, Hazan, ICML 2018, Theorem 1 (end-to-end dynamics of balanced "
-                 "deep linear nets); docs/theory/neighbours-ach.md")
+       reference="Arora, Cohen, Hazan, ICML 2018 (end-to-end dynamics of balanced deep linear "
+                 "nets, stated there for gradient flow); the discrete-step O(η²) form is the "
+                 "package's own derivation: docs/theory/neighbours-ach.md")
 def run(ctx: RunContext) -> ClaimResult:
     verdict, rows = evaluate(ctx.seed)
     figures = _figure(ctx, ctx.seed)

@@ -70,20 +70,20 @@ def evaluate(seed: int, coupled: bool = True, trials: int = TRIALS,
              Ms: tuple[int, ...] = MS) -> dict[str, Any]:
     s = GaoSenerSetting(coupled=coupled)
     w_star_m, w_star_p = s.maml_optimum(), s.pooled_optimum()
-    rows = []
+    rows: list[dict[str, Any]] = []
+    ivs: list[stats.Interval] = []
     last: tuple[np.ndarray, np.ndarray] | None = None
     for M in Ms:
         wm, wp = estimates(s, M, trials, seed + M)
         wins = int(np.sum(s.post_adaptation_loss(wm) < s.post_adaptation_loss(wp)))
         iv = stats.clopper_pearson(wins, trials)
+        ivs.append(iv)
         rows.append({"M": M, "p_maml_wins": iv.estimate, "ci": iv.as_list(),
                      "mean_maml": float(wm.mean()), "mean_pooled": float(wp.mean())})
         last = (wm, wp)
     assert last is not None
-    lo, hi = rows[0], rows[-1]
-    v_small = stats.verdict_below(stats.Interval(lo["p_maml_wins"], *lo["ci"], 0.95, trials,
-                                                 "Clopper-Pearson"), 0.5)
-    iv_large = stats.Interval(hi["p_maml_wins"], *hi["ci"], 0.95, trials, "Clopper-Pearson")
+    v_small = stats.verdict_below(ivs[0], 0.5)
+    iv_large = ivs[-1]
     v_large = stats.verdict_above(iv_large, 0.5)
     iv_m, iv_p = stats.mean_interval(last[0]), stats.mean_interval(last[1])
     v_opt = stats.combine([_optimum_verdict(iv_m, w_star_m, w_star_p),
