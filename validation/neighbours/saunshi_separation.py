@@ -42,6 +42,7 @@ from maml_depth.numerics.interpolation import gd_to_interpolation
 from maml_depth.theory.interpolation import expected_interpolation_error, one_step_line_error
 from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
+from maml_depth.validation.plots import PALETTE, save_figure
 
 D, N = 50, 5
 ALPHA = 0.1
@@ -84,7 +85,7 @@ def net_ratio(d: int, n: int, seed: int, meta_steps: int, eval_tasks: int,
               frozen: bool = False) -> dict[str, Any]:
     """Meta-train the two-layer net (or, ``frozen``, the one-layer model = bottom layer I)
     with MAML and return its error over the best convex learner's, with a 95% interval."""
-    fam, _ = family(d, n, seed)
+    fam, u = family(d, n, seed)
     g = torch.Generator().manual_seed(70_000 + seed)
     model = DeepLinear((d, 1) if frozen else (d, d, 1), generator=g)
     inner = InnerConfig(alpha=ALPHA, adapt="all")
@@ -98,7 +99,17 @@ def net_ratio(d: int, n: int, seed: int, meta_steps: int, eval_tasks: int,
                              seed=90_000 + seed).numpy()
     iv = stats.ratio_interval(losses, 0.5 * convex)
     verdict = "inconclusive" if res.diverged else stats.verdict_below(iv, THRESHOLD)
+    # does BᵀB (bottom layers) project on u? cos² of its top eigenvector with u, and its
+    # second eigenvalue over its first (0 for an exact rank-one projection)
+    ws = [res.params[k].detach() for k in model.weight_names[:-1]]
+    Bm = ws[0] if ws else torch.eye(d, dtype=torch.float64)
+    for w in ws[1:]:
+        Bm = w @ Bm
+    evals, evecs = torch.linalg.eigh(Bm.T @ Bm)
+    top_cos2 = float((evecs[:, -1] @ u) ** 2)
+    second_over_first = float(evals[-2] / evals[-1]) if d > 1 else 0.0
     return {"ratio": iv, "verdict": verdict, "diverged": res.diverged, "seconds": res.seconds,
+            "top_eigvec_cos2_u": top_cos2, "eig2_over_eig1": second_over_first,
             "history_post_loss": res.history.post_loss}
 
 
@@ -112,6 +123,27 @@ def evaluate(d: int, n: int, seeds: int, meta_steps: int, eval_tasks: int, mc_ta
     return {"verdict": stats.combine([v_conv, v_nets]), "convex": conv, "nets": nets,
             "verdict_convex": v_conv, "verdict_nets": v_nets, "top_layer_one_step_optimum": opt1,
             "d": d, "n": n, "frozen": frozen}
+
+
+def _figure(ctx: RunContext, r: dict[str, Any], wrong: dict[str, Any]) -> list[str]:
+    bars = [(f"MAML net, seed {k}", x["ratio"], PALETTE[0]) for k, x in enumerate(r["nets"])]
+    bars.append(("bottom layer frozen at I", wrong["ratio"], PALETTE[1]))
+    bars += [(f"GD to interpolation, {k}", v["ratio"], PALETTE[2])
+             for k, v in r["convex"].items()]
+
+    def draw(ax: Any) -> None:
+        for i, (_, iv, col) in enumerate(bars):
+            ax.barh(i, iv.estimate, color=col, alpha=0.8)
+            ax.errorbar(iv.estimate, i, xerr=[[iv.estimate - iv.low], [iv.high - iv.estimate]],
+                        color="black", capsize=3)
+        ax.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=8)
+        ax.axvline(THRESHOLD, ls="--", color="gray", label="claim: below ½")
+        ax.axvline(1.0, ls=":", color="black", lw=0.8, label="convex prediction (1 − n/d)")
+        ax.set_xlabel("error / (1 − n/d)·E‖θ₀ − w‖²  (95% intervals)")
+        ax.set_title(f"Saunshi et al.: d = {r['d']}, n = {r['n']}")
+        ax.legend(fontsize=8, loc="lower right")
+
+    return save_figure(ctx.out_dir, "neighbours_saunshi_ratios", draw, size=(7.0, 4.0))
 
 
 def _clean(r: dict[str, Any]) -> dict[str, Any]:
@@ -153,9 +185,13 @@ def run(ctx: RunContext) -> ClaimResult:
                  f"{r['top_layer_one_step_optimum']:.3f}); convex GD-to-interpolation / "
                  f"(1 − n/d)E‖θ₀ − w‖²: "
                  + ", ".join(f"{k}: {v['ratio']}" for k, v in r["convex"].items())
+                 + "; BᵀB per seed (cos² of top eigenvector with u, λ₂/λ₁): "
+                 + ", ".join(f"({x['top_eigvec_cos2_u']:.3f}, {x['eig2_over_eig1']:.3f})"
+                             for x in r["nets"])
                  + f"; wrong variant (bottom layer frozen at I): {wrong['ratio']} → "
                  f"{wrong['verdict']}"),
         config={"d": D, "n": N, "alpha": ALPHA, "seeds": b.seeds, "meta_steps": b.meta_steps,
                 "eval_tasks": b.eval_tasks, "mc_tasks": b.mc_tasks // 10,
                 "net": f"DeepLinear({D}, {D}, 1), MAML adapting all layers, one inner step"},
-        details={"claim": _clean(r), "wrong_variant_frozen": _clean(wrong)})
+        details={"claim": _clean(r), "wrong_variant_frozen": _clean(wrong)},
+        figures=_figure(ctx, r, wrong))
