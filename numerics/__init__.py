@@ -4,6 +4,10 @@ Conventions: rows are samples (a batch of T tasks is ``(T, n, d)`` inputs, ``(T,
 targets); layers are numbered 1 (input) … L (output); ``adapt="all"`` adapts every layer.
 """
 
+from maml_depth.numerics.empirical_maml import (
+    maml_estimator_autograd,
+    pooled_estimator_autograd,
+)
 from maml_depth.numerics.engines import (
     ENGINES,
     EngineChoice,
@@ -22,6 +26,9 @@ from maml_depth.numerics.factorized import (
 from maml_depth.numerics.inner_loop import (
     inner_adapt,
     inner_adapt_autograd,
+)
+from maml_depth.numerics.interpolation import (
+    gd_to_interpolation,
 )
 from maml_depth.numerics.losses import (
     mse_loss,
@@ -78,6 +85,9 @@ from maml_depth.numerics.preconditioners import (
     get_preconditioner,
     register,
 )
+from maml_depth.numerics.representation import (
+    anil_population_step_autograd,
+)
 from maml_depth.numerics.task_families import (
     DIGITS_TEST_CLASSES,
     DIGITS_TRAIN_CLASSES,
@@ -126,6 +136,7 @@ __all__ = [
     "TaskBatch",
     "TaskFamily",
     "adapted_names",
+    "anil_population_step_autograd",
     "balanced_factors",
     "binary_accuracy",
     "classification_accuracy",
@@ -136,6 +147,7 @@ __all__ = [
     "evaluate_losses",
     "factorized_post_adaptation_losses",
     "factorized_support",
+    "gd_to_interpolation",
     "get_params",
     "get_preconditioner",
     "inner_adapt",
@@ -143,10 +155,12 @@ __all__ = [
     "kronecker_factors",
     "layer_groups",
     "logistic_loss",
+    "maml_estimator_autograd",
     "meta_train",
     "monte_carlo_deep_loss",
     "monte_carlo_loss",
     "mse_loss",
+    "pooled_estimator_autograd",
     "population_objective",
     "post_adaptation_losses",
     "pre_adaptation_losses",

@@ -4,6 +4,21 @@ numpy and torch.
 theory/ never imports numerics/: it compiles its own expressions to torch.
 """
 
+# --- neighbouring results (docs/theory/neighbours-*.md) -----------------------------------
+from maml_depth.theory.balanced import (
+    ach_end_to_end_step,
+    ach_kronecker_preconditioner,
+    ach_two_layer_exact_step,
+)
+from maml_depth.theory.empirical_maml import (
+    BernacchiaSetting,
+    GaoSenerSetting,
+    bernacchia_estimator_error,
+    bernacchia_test_loss,
+    maml_estimator,
+    pooled_estimator,
+)
+
 # --- update rules (MATH.md §1) ------------------------------------------------------------
 # --- expected loss and preconditioners (MATH.md §2–4) ---------------------------------------
 from maml_depth.theory.expected_loss import (
@@ -12,6 +27,10 @@ from maml_depth.theory.expected_loss import (
     expected_loss_general_prior,
     expected_loss_symbolic,
     isotropic_symbols,
+)
+from maml_depth.theory.interpolation import (
+    expected_interpolation_error,
+    min_norm_interpolant,
 )
 from maml_depth.theory.moments import (
     GaussianMoments,
@@ -28,6 +47,11 @@ from maml_depth.theory.preconditioners import (
     optimal_kronecker_preconditioner,
     optimal_preconditioner,
     preconditioned_loss,
+)
+from maml_depth.theory.representation import (
+    anil_late_ratio,
+    anil_population_step,
+    subspace_distance,
 )
 from maml_depth.theory.scalar import (
     ScalarSymbols,
@@ -50,6 +74,8 @@ from maml_depth.theory.update_rule import (
 )
 
 __all__ = [
+    "BernacchiaSetting",
+    "GaoSenerSetting",
     "GaussianMoments",
     "KroneckerPreconditioner",
     "OptimalPreconditioner",
@@ -57,8 +83,16 @@ __all__ = [
     "RuleSymbols",
     "ScalarSymbols",
     "UpdateRule",
+    "ach_end_to_end_step",
+    "ach_kronecker_preconditioner",
+    "ach_two_layer_exact_step",
+    "anil_late_ratio",
+    "anil_population_step",
+    "bernacchia_estimator_error",
+    "bernacchia_test_loss",
     "derive_expected_loss",
     "exact_update",
+    "expected_interpolation_error",
     "expected_loss",
     "expected_loss_general_prior",
     "expected_loss_symbolic",
@@ -69,8 +103,11 @@ __all__ = [
     "isotropic_symbols",
     "isserlis_moment",
     "layer_factors",
+    "maml_estimator",
+    "min_norm_interpolant",
     "optimal_kronecker_preconditioner",
     "optimal_preconditioner",
+    "pooled_estimator",
     "population_maml_loss",
     "preconditioned_loss",
     "rule_symbols",
@@ -81,6 +118,7 @@ __all__ = [
     "scalar_task_objective",
     "scalar_update",
     "scalar_update_function",
+    "subspace_distance",
     "update_rule",
     "verify_moment_identities",
 ]
