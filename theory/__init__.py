@@ -20,7 +20,12 @@ from maml_depth.theory.moments import (
     isserlis_moment,
     verify_moment_identities,
 )
-from maml_depth.theory.population import layer_factors, population_maml_loss
+from maml_depth.theory.exact_expectation import TermLimitError
+from maml_depth.theory.population import (
+    expected_deep_loss,
+    layer_factors,
+    population_maml_loss,
+)
 from maml_depth.theory.preconditioners import (
     KroneckerPreconditioner,
     OptimalPreconditioner,
@@ -55,10 +60,12 @@ __all__ = [
     "OptimalPreconditioner",
     "RegressionMoments",
     "RuleSymbols",
+    "TermLimitError",
     "ScalarSymbols",
     "UpdateRule",
     "derive_expected_loss",
     "exact_update",
+    "expected_deep_loss",
     "expected_loss",
     "expected_loss_general_prior",
     "expected_loss_symbolic",

@@ -40,15 +40,8 @@ from torch import Tensor
 
 from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError, ShapeError
-from maml_depth.theory.expected_loss import (
-    _check_psd,
-    _check_spd,
-    _finite,
-    _torch_T,
-    _torch_tr,
-    expected_loss,
-    expected_loss_general_prior,
-)
+from maml_depth.theory._validation import _check_psd, _check_spd, _finite, _torch_T, _torch_tr
+from maml_depth.theory.expected_loss import expected_loss, expected_loss_general_prior
 
 __all__ = [
     "KroneckerPreconditioner",
