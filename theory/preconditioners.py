@@ -431,8 +431,12 @@ def _optimal_k_steps(Sigma: Any, Lam: Any, sigma: float, n: int, kind: str, step
             val.backward()
             return val
 
+        prev = float("inf")
         for _ in range(5):
-            opt.step(closure)
+            cur = float(opt.step(closure))
+            if abs(prev - cur) <= 1e-15 * max(abs(cur), 1.0):
+                break
+            prev = cur
         with torch.no_grad():
             P = build(z).numpy().copy()
         val = loss_np(P)
