@@ -554,14 +554,19 @@ class Derivation:
         for i, (idx, _, _) in enumerate(self.rows):
             self.index[i, : len(idx)] = idx
         self.spow = np.array([r[1] for r in self.rows], dtype=np.int64)
+        self._weights: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def weights(self, n: int) -> np.ndarray:
-        """Each term's exact rational weight ``Σ_p c_p n^p`` at this ``n``, as float64."""
-        return np.array([float(sum((c * Fraction(n) ** p for p, c in poly.items()),
-                                   Fraction(0))) for _, _, poly in self.rows])
+        """Each term's exact rational weight ``Σ_p c_p n^p`` at this ``n``, as float64
+        (summed exactly in rationals, then rounded once; memoised per ``n``)."""
+        if n not in self._weights:
+            self._weights[n] = np.array([
+                float(sum((c * Fraction(n) ** p for p, c in poly.items()), Fraction(0)))
+                for _, _, poly in self.rows])
+        return self._weights[n]
 
     def value(self, letters: dict[str, Any], n: int, sigma2a: Any, *, m: int, d: int) -> Any:
         torch_mode = any(isinstance(v, Tensor) for v in letters.values()) or isinstance(

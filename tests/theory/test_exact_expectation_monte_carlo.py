@@ -244,7 +244,7 @@ def test_three_adapted_layers_match_monte_carlo() -> None:
 def test_sequential_layer_gradients_rejected() -> None:
     """Both layers of a depth-2 net adapted: gradients taken one after the other (top
     first, the second at the partly updated net) instead of at the same point. The exact
-    value of that broken rule (1 024 562 raw pairings, ~35 s) is rejected by the samples
+    value of that broken rule (139 564 895 raw pairings, ~35 s staged) is rejected by the samples
     that accept the same-point value."""
     name, widths, adapt = "all-of-2-m1", (2, 3, 1), (1, 2)
     n, alpha, T = 4, 0.3, 200_000
@@ -254,5 +254,5 @@ def test_sequential_layer_gradients_rejected() -> None:
               alpha=alpha)
     v = expected_deep_loss(ws, adapt=adapt, **kw)
     assert _accept(v, mean, se), _msg(f"{name} exact", v, mean, se, T)
-    bad = expected_deep_loss(ws, adapt=adapt, _sequential=True, max_terms=2 * 10**6, **kw)
+    bad = expected_deep_loss(ws, adapt=adapt, _sequential=True, max_terms=10**9, **kw)
     assert not _accept(bad, mean, se), _msg(f"{name} sequential", bad, mean, se, T)
