@@ -6,6 +6,7 @@ theory/ never imports numerics/: it compiles its own expressions to torch.
 
 # --- update rules (MATH.md §1) ------------------------------------------------------------
 # --- expected loss and preconditioners (MATH.md §2–4) ---------------------------------------
+from maml_depth.theory.exact_expectation import TermLimitError
 from maml_depth.theory.expected_loss import (
     derive_expected_loss,
     expected_loss,
@@ -20,7 +21,6 @@ from maml_depth.theory.moments import (
     isserlis_moment,
     verify_moment_identities,
 )
-from maml_depth.theory.exact_expectation import TermLimitError
 from maml_depth.theory.population import (
     expected_deep_loss,
     layer_factors,
@@ -61,8 +61,8 @@ __all__ = [
     "OptimalPreconditioner",
     "RegressionMoments",
     "RuleSymbols",
-    "TermLimitError",
     "ScalarSymbols",
+    "TermLimitError",
     "UpdateRule",
     "derive_expected_loss",
     "exact_update",

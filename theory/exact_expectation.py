@@ -43,7 +43,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -139,7 +139,7 @@ class MatPoly:
         return MatPoly(out)
 
     @property
-    def T(self) -> MatPoly:  # noqa: N802 - matrix transpose
+    def T(self) -> MatPoly:
         return MatPoly({tp_word(w): c for w, c in self.terms.items()})
 
     def __len__(self) -> int:
@@ -272,7 +272,7 @@ def _set_partitions(items: list[int]) -> Iterator[list[list[int]]]:
     first, rest = items[0], items[1:]
     for part in _set_partitions(rest):
         for i in range(len(part)):
-            yield part[:i] + [[first, *part[i]]] + part[i + 1:]
+            yield [*part[:i], [first, *part[i]], *part[i + 1:]]
         yield [[first], *part]
 
 
@@ -416,8 +416,8 @@ def _expect_one(words: tuple[Word, ...], mode: str, n: int | None, ff_as_power: 
     if mode != "wick" and nsamples * 2 != n_xn:
         raise AssertionError("Gaussian X/N letters must appear as X X' (Σ̂) or N X' (E)")
     groups: dict[str, list[int]] = {}
-    for p, b in enumerate(occ_base):
-        groups.setdefault(b, []).append(p)
+    for p, letter in enumerate(occ_base):
+        groups.setdefault(letter, []).append(p)
     if any(len(v) % 2 for v in groups.values()):
         return
     sigma_pow = len(groups.get("N", [])) // 2
@@ -525,7 +525,7 @@ def loss_products(err: MatPoly) -> list[tuple[int, tuple[Word, ...]]]:
     out: list[tuple[int, tuple[Word, ...]]] = []
     for i, (u, cu) in enumerate(items):
         for v, cv in items[i:]:
-            word = u + ("S",) + tp_word(v)
+            word = (*u, "S", *tp_word(v))
             if count_pairings([word]) == 0:
                 continue
             out.append(((1 if u == v else 2) * cu * cv, (word,)))
@@ -588,8 +588,8 @@ class Derivation:
                                                      device=like.device)).sum()
         ve = np.concatenate([vals, [1.0]])
         prods = ve[self.index].prod(axis=1)
-        factor = float(sigma2a) ** self.spow
-        return float(np.sum(prods * factor * w))
+        np_factor = float(sigma2a) ** self.spow
+        return float(np.sum(prods * np_factor * w))
 
 
 def _trace_values(cycles: list[Word], letters: dict[str, Any], *, m: int, d: int,
@@ -705,7 +705,7 @@ def pairing_count(kind: Literal["shallow", "deep"], spec: tuple[Any, ...],
     items = sorted(err.terms)
     for i, u in enumerate(items):
         for v in items[i:]:
-            total += count_pairings([u + ("S",) + tp_word(v)])
+            total += count_pairings([(*u, "S", *tp_word(v))])
     return total
 
 

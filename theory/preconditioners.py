@@ -379,7 +379,34 @@ def k_step_loss(P: Any, Sigma: Any, Lam: Any, sigma: float, n: int, steps: int, 
                          R=P, steps=steps, max_terms=max_terms)
 
 
-def _optimal_k_steps(Sigma: Any, Lam: Any, sigma: float, n: int, kind: str, steps: int, *,
+def _lbfgs_k_steps(z0: Tensor, kind: str, St: Tensor, Lt: Tensor, sigma: float, n: int,
+                   steps: int, max_terms: int) -> np.ndarray:
+    """One L-BFGS minimisation of ``E ℒ_k(P)`` over ``P = zzᵀ`` (full) or ``diag(z)``."""
+    z = z0.clone().requires_grad_(True)
+
+    def build(z: Tensor) -> Tensor:
+        return z @ z.T if kind == "full" else torch.diag(z)
+
+    opt = torch.optim.LBFGS([z], lr=1.0, max_iter=200, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-15, history_size=30)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        val = k_step_loss(build(z), St, Lt, sigma, n, steps, max_terms=max_terms)
+        val.backward()
+        return val
+
+    prev = float("inf")
+    for _ in range(5):
+        cur = float(opt.step(closure))
+        if abs(prev - cur) <= 1e-15 * max(abs(cur), 1.0):
+            break
+        prev = cur
+    with torch.no_grad():
+        return build(z).numpy().copy()
+
+
+def _optimal_k_steps(Sigma: Any, Lam: Any, sigma: float, n: int, kind: Kind, steps: int, *,
                      max_terms: int, restarts: int, seed: int) -> OptimalPreconditioner:
     S, La, sigma, n, was_torch = _inputs(Sigma, Lam, sigma, n)
     d = S.shape[0]
@@ -417,28 +444,7 @@ def _optimal_k_steps(Sigma: Any, Lam: Any, sigma: float, n: int, kind: str, step
             z0 = torch.from_numpy(U * np.sqrt(np.clip(ev, 0.0, None)))
         else:
             z0 = torch.from_numpy(np.diag(P0).copy())
-        z = z0.clone().requires_grad_(True)
-
-        def build(z: Tensor) -> Tensor:
-            return z @ z.T if kind == "full" else torch.diag(z)
-
-        opt = torch.optim.LBFGS([z], lr=1.0, max_iter=200, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-12, tolerance_change=1e-15, history_size=30)
-
-        def closure() -> Tensor:
-            opt.zero_grad()
-            val = k_step_loss(build(z), St, Lt, sigma, n, steps, max_terms=max_terms)
-            val.backward()
-            return val
-
-        prev = float("inf")
-        for _ in range(5):
-            cur = float(opt.step(closure))
-            if abs(prev - cur) <= 1e-15 * max(abs(cur), 1.0):
-                break
-            prev = cur
-        with torch.no_grad():
-            P = build(z).numpy().copy()
+        P = _lbfgs_k_steps(z0, kind, St, Lt, sigma, n, steps, max_terms)
         val = loss_np(P)
         if np.isfinite(val) and val < best_loss:
             best_P, best_loss = P, val

@@ -213,7 +213,7 @@ def test_max_terms_refusal_is_one_line_with_count() -> None:
     assert "\n" not in msg and "24,260" in msg and "monte_carlo_loss" in msg
     assert isinstance(info.value, InvalidArgumentError)
     ws = [np.eye(3)] * 2 + [np.ones((1, 3))]
-    with pytest.raises(TermLimitError, match="724,019 .*monte_carlo_deep_loss"):
+    with pytest.raises(TermLimitError, match=r"724,019 .*monte_carlo_deep_loss"):
         expected_deep_loss(ws, adapt="all", max_terms=10**5, **kw)
     with pytest.raises(TermLimitError, match="far more"):  # two layers, two steps
         expected_deep_loss(ws[1:], adapt="all", steps=2, **kw)

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from maml_depth.theory import expected_deep_loss, expected_loss
 from maml_depth.theory import exact_expectation as ee
+from maml_depth.theory import expected_deep_loss, expected_loss
 from maml_depth.theory.expected_loss import _exact_steps
 
 #: acceptance checks in this file: 8 fast cases + 2 slow ones
