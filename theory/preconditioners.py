@@ -398,7 +398,8 @@ def _lbfgs_k_steps(z0: Tensor, kind: str, St: Tensor, Lt: Tensor, sigma: float, 
 
     prev = float("inf")
     for _ in range(5):
-        cur = float(opt.step(closure))
+        out = opt.step(closure)
+        cur = float(out.detach()) if isinstance(out, Tensor) else float("nan")
         if abs(prev - cur) <= 1e-15 * max(abs(cur), 1.0):
             break
         prev = cur
