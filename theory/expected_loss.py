@@ -27,7 +27,13 @@ polynomial of degree ≤ 2 in ``d`` and ≤ 1 in ``m``; two further sizes confir
 :func:`expected_loss_general_prior` extends the closed form to a full covariance ``Ω`` of
 ``vec W_t``.
 
-References: MATH.md §2–3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+``k > 1`` inner steps on the same support set (``expected_loss(..., steps=k)``) have no closed
+form: the exact finite Wick expectation of :mod:`maml_depth.theory.exact_expectation`
+(docs/theory/exact-expectation.md) is used, with ``steps=1`` staying on the closed form above
+(the engine reproduces it to 1e-12, tested).
+
+References: MATH.md §2–3; docs/theory/exact-expectation.md; Arnold, Iqbal, Sha
+(AISTATS 2021), §3.
 """
 
 from __future__ import annotations

@@ -12,8 +12,13 @@ closed form of MATH.md §3 (:func:`~maml_depth.theory.expected_loss`) at these f
 *population* MAML objective, a smooth torch function of the layer weights with no sampling
 noise, which numerics/ can meta-train on directly.
 
-References: MATH.md §1, §3, §4 (``P = α B_LᵀB_L`` for S = {L}); Arnold, Iqbal, Sha
-(AISTATS 2021), §3.
+Several adapted layers (all gradients at the same point) and ``k`` inner steps have no closed
+form but an exact finite expectation: :func:`expected_deep_loss` (the Wick engine of
+:mod:`maml_depth.theory.exact_expectation`, docs/theory/exact-expectation.md), of which
+:func:`population_maml_loss` is the one-layer, one-step case (tested equal).
+
+References: MATH.md §1, §3, §4 (``P = α B_LᵀB_L`` for S = {L});
+docs/theory/exact-expectation.md; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 """
 
 from __future__ import annotations
@@ -106,8 +111,8 @@ def population_maml_loss(
     Args:
         weights: ``[W_1, …, W_L]`` (layer 1 first), ``W_j`` of shape ``(…, d_j, d_{j−1})``;
             e.g. ``[params[k] for k in model.weight_names]`` of a ``DeepLinear``.
-        adapt: the one adapted layer, 1-based (``"top"`` = L). Several layers have no
-            closed form: use ``maml_depth.numerics.monte_carlo_deep_loss`` (an estimate).
+        adapt: the one adapted layer, 1-based (``"top"`` = L). Several layers (or k
+            steps): :func:`expected_deep_loss` (exact, within its reach).
         W_bar, Sigma, Lam, sigma, n, alpha: the task family and step size, as in
             :func:`~maml_depth.theory.expected_loss` (``W_bar`` is ``(d_L, d_0)``).
 
@@ -122,7 +127,7 @@ def population_maml_loss(
     if len(layers) != 1:
         raise InvalidArgumentError(
             f"adapt names layers {list(layers)}: the closed form covers one adapted layer; "
-            "for several use the Monte Carlo estimate maml_depth.numerics.monte_carlo_deep_loss")
+            "for several use maml_depth.theory.expected_deep_loss (exact)")
     j = layers[0]
     A, B = layer_factors(ws, j)
     W = A @ ws[j - 1] @ B
