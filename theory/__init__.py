@@ -21,6 +21,7 @@ from maml_depth.theory.empirical_maml import (
 
 # --- update rules (MATH.md §1) ------------------------------------------------------------
 # --- expected loss and preconditioners (MATH.md §2–4) ---------------------------------------
+from maml_depth.theory.exact_expectation import TermLimitError
 from maml_depth.theory.expected_loss import (
     derive_expected_loss,
     expected_loss,
@@ -39,11 +40,16 @@ from maml_depth.theory.moments import (
     isserlis_moment,
     verify_moment_identities,
 )
-from maml_depth.theory.population import layer_factors, population_maml_loss
+from maml_depth.theory.population import (
+    expected_deep_loss,
+    layer_factors,
+    population_maml_loss,
+)
 from maml_depth.theory.preconditioners import (
     KroneckerPreconditioner,
     OptimalPreconditioner,
     fixed_step_loss,
+    k_step_loss,
     optimal_kronecker_preconditioner,
     optimal_preconditioner,
     preconditioned_loss,
@@ -82,6 +88,7 @@ __all__ = [
     "RegressionMoments",
     "RuleSymbols",
     "ScalarSymbols",
+    "TermLimitError",
     "UpdateRule",
     "ach_end_to_end_step",
     "ach_kronecker_preconditioner",
@@ -92,6 +99,7 @@ __all__ = [
     "bernacchia_test_loss",
     "derive_expected_loss",
     "exact_update",
+    "expected_deep_loss",
     "expected_interpolation_error",
     "expected_loss",
     "expected_loss_general_prior",
@@ -102,6 +110,7 @@ __all__ = [
     "gaussian_moment",
     "isotropic_symbols",
     "isserlis_moment",
+    "k_step_loss",
     "layer_factors",
     "maml_estimator",
     "min_norm_interpolant",

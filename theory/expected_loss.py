@@ -27,7 +27,13 @@ polynomial of degree ≤ 2 in ``d`` and ≤ 1 in ``m``; two further sizes confir
 :func:`expected_loss_general_prior` extends the closed form to a full covariance ``Ω`` of
 ``vec W_t``.
 
-References: MATH.md §2–3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+``k > 1`` inner steps on the same support set (``expected_loss(..., steps=k)``) have no closed
+form: the exact finite Wick expectation of :mod:`maml_depth.theory.exact_expectation`
+(docs/theory/exact-expectation.md) is used, with ``steps=1`` staying on the closed form above
+(the engine reproduces it to 1e-12, tested).
+
+References: MATH.md §2–3; docs/theory/exact-expectation.md; Arnold, Iqbal, Sha
+(AISTATS 2021), §3.
 """
 
 from __future__ import annotations
@@ -43,6 +49,20 @@ from torch import Tensor
 
 from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError, ShapeError
+from maml_depth.theory._validation import (
+    ArrayLike,
+    _as_array,
+    _check_alpha,
+    _check_psd,
+    _check_spd,
+    _finite,
+    _np_T,
+    _np_tr,
+    _torch_T,
+    _torch_tr,
+    _trailing,
+)
+from maml_depth.theory.exact_expectation import shallow_value
 from maml_depth.theory.moments import RegressionMoments
 
 __all__ = [
@@ -52,9 +72,6 @@ __all__ = [
     "expected_loss_symbolic",
     "isotropic_symbols",
 ]
-
-ArrayLike = Any  # numpy array, torch tensor, nested sequence or scalar
-
 
 # ---------------------------------------------------------------------------------------
 # the one formula, generic over numpy / torch / sympy
@@ -95,102 +112,6 @@ def _formula(
         + tr_LtL * (a * tr(Lam @ SMS) + tr_MS / n * tr_LamS + sigma**2 / n * tr_MS)
     )
     return (zeroth - 2 * alpha * first + alpha**2 * second) / 2 + m * sigma**2 / 2
-
-
-def _np_T(a: np.ndarray) -> np.ndarray:
-    return np.swapaxes(a, -1, -2)
-
-
-def _np_tr(a: np.ndarray) -> np.ndarray:
-    return np.trace(a, axis1=-2, axis2=-1)
-
-
-def _torch_T(a: Tensor) -> Tensor:
-    return a.transpose(-1, -2)
-
-
-def _torch_tr(a: Tensor) -> Tensor:
-    return torch.diagonal(a, dim1=-2, dim2=-1).sum(-1)
-
-
-# ---------------------------------------------------------------------------------------
-# validation shared with preconditioners.py and population.py
-# ---------------------------------------------------------------------------------------
-def _is_torch(*xs: Any) -> bool:
-    return any(isinstance(x, Tensor) for x in xs)
-
-
-def _as_array(name: str, x: ArrayLike, like: Tensor | None) -> Any:
-    """``x`` as a float64 numpy array, or (when ``like`` is a tensor) a tensor of its dtype."""
-    if like is not None:
-        if isinstance(x, Tensor):
-            return x.to(device=like.device, dtype=like.dtype)
-        try:
-            return torch.as_tensor(np.asarray(x, dtype=np.float64), dtype=like.dtype,
-                                   device=like.device)
-        except (TypeError, ValueError):
-            raise InvalidArgumentError(f"{name} must be a real array, got {x!r}") from None
-    try:
-        return np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise InvalidArgumentError(f"{name} must be a real array, got {x!r}") from None
-
-
-def _finite(name: str, x: Any) -> None:
-    ok = bool(torch.isfinite(x).all()) if isinstance(x, Tensor) else bool(np.isfinite(x).all())
-    if not ok:
-        raise InvalidArgumentError(f"{name} has non-finite entries (NaN or inf)")
-
-
-def _trailing(name: str, x: Any, expected: tuple[int | None, int | None], what: str) -> None:
-    if x.ndim < 2:
-        raise ShapeError(f"{name} has shape {tuple(x.shape)}, expected {what}")
-    _checks.shape(name, tuple(x.shape[-2:]), expected)
-
-
-def _eigvalsh(x: Any) -> np.ndarray:
-    if isinstance(x, Tensor):
-        return torch.linalg.eigvalsh(x.detach().to(torch.float64).cpu()).numpy()
-    return np.linalg.eigvalsh(x)
-
-
-def _check_symmetric(name: str, x: Any) -> None:
-    xt = x.detach().to(torch.float64).cpu().numpy() if isinstance(x, Tensor) else x
-    asym = float(np.abs(xt - _np_T(xt)).max()) if xt.size else 0.0
-    scale = float(np.abs(xt).max()) if xt.size else 0.0
-    if asym > 1e-8 * max(scale, 1e-300):
-        raise InvalidArgumentError(
-            f"{name} must be symmetric (max |{name} − {name}ᵀ| = {asym:.3g})")
-
-
-def _check_spd(name: str, x: Any) -> None:
-    """Symmetric positive definite (the input covariance Σ)."""
-    _check_symmetric(name, x)
-    ev = _eigvalsh(x)
-    if not (ev > 0).all():
-        raise InvalidArgumentError(
-            f"{name} must be symmetric positive definite, smallest eigenvalue {ev.min():.3g}")
-
-
-def _check_psd(name: str, x: Any) -> None:
-    """Symmetric positive semi-definite, up to round-off (a task covariance, any rank)."""
-    _check_symmetric(name, x)
-    ev = _eigvalsh(x)
-    scale = max(float(np.abs(ev).max()) if ev.size else 0.0, 1e-300)
-    if ev.size and ev.min() < -1e-10 * max(scale, 1.0):
-        raise InvalidArgumentError(
-            f"{name} must be positive semi-definite, smallest eigenvalue {ev.min():.3g}")
-
-
-def _check_alpha(alpha: Any) -> Any:
-    if isinstance(alpha, Tensor):
-        _finite("alpha", alpha)
-        return alpha
-    if isinstance(alpha, np.ndarray) and alpha.ndim > 0:
-        arr = np.asarray(alpha, dtype=np.float64)
-        _finite("alpha", arr)
-        return arr
-    return _checks.finite_float("alpha", alpha)
 
 
 def _prepare(
@@ -253,8 +174,18 @@ def expected_loss(
     alpha: float | ArrayLike,
     L: ArrayLike | None = None,
     R: ArrayLike | None = None,
+    steps: int = 1,
+    max_terms: int = 10**6,
 ) -> Any:
-    """Expected query loss after one step ``W' = W − α L G R`` (closed form, MATH.md §3).
+    """Expected query loss after ``k`` steps ``W ← W − α L G R`` on one support set.
+
+    ``steps=1`` is the closed form below (MATH.md §3); ``steps = k > 1`` is the exact
+    Wick expectation of :mod:`maml_depth.theory.exact_expectation`
+    (docs/theory/exact-expectation.md, eq. 7–11): ``W_k − W_t = Σ_j C(k, j)(−1)^j
+    (αL)^j (D − Z)(Σ̂R)^j + noise words``, a polynomial of degree ``2k`` in the data whose
+    expectation is a finite sum, exact in ``n`` (unbatched; the derivation is cached per
+    ``(k, L given, R given)``; refused with a one-line error beyond ``max_terms`` Wick
+    pairings — then use ``maml_depth.numerics.monte_carlo_loss``).
 
     With ``D = W − W̄``, ``M = RΣRᵀ``, ``K_n = (1 + 1/n) ΣMΣ + (1/n) tr(MΣ) Σ``::
 
@@ -277,6 +208,9 @@ def expected_loss(
         alpha: step size α (a float, or an array/tensor broadcasting over the batch).
         L: left (output-side) factor, ``(…, m, m)``; ``None`` = identity.
         R: right (input-side) factor, ``(…, d, d)``; ``None`` = identity.
+        steps: inner steps k ≥ 1 on the same support set (k ≤ 3 within the default
+            ``max_terms``: 24 260 pairings at k = 3).
+        max_terms: the most Wick pairings the exact expectation may enumerate (k > 1).
 
     Returns:
         A float for unbatched numpy/array-like input, a numpy array for batched input, and a
@@ -291,15 +225,35 @@ def expected_loss(
     """
     n = _checks.positive_int("n", n)
     sigma = _checks.finite_float("sigma", sigma, nonneg=True)
+    steps = _checks.positive_int("steps", steps)
+    max_terms = _checks.positive_int("max_terms", max_terms)
     alpha = _check_alpha(alpha)
     like, (W_, W_bar_, Sigma_, Lam_, L_, R_) = _prepare(W, W_bar, Sigma, Lam, L, R,
                                                         alpha=alpha)
     if like is not None and not isinstance(alpha, (float, Tensor)):
         alpha = torch.as_tensor(alpha, dtype=like.dtype, device=like.device)
     m = int(W_.shape[-2])
+    if steps > 1:
+        return _out(_exact_steps(W_, W_bar_, Sigma_, Lam_, sigma, n, alpha, L_, R_,
+                                 steps=steps, max_terms=max_terms), like)
     T, tr = (_torch_T, _torch_tr) if like is not None else (_np_T, _np_tr)
     value = _formula(W_, W_bar_, Sigma_, Lam_, sigma, n, alpha, L_, R_, m=m, T=T, tr=tr)
     return _out(value, like)
+
+
+def _exact_steps(W_: Any, W_bar_: Any, Sigma_: Any, Lam_: Any, sigma: float, n: int,
+                 alpha: Any, L_: Any, R_: Any, *, steps: int, max_terms: int,
+                 _omit_noise_step: int | None = None) -> Any:
+    """The exact k-step expectation on validated, unbatched inputs (docs eq. 7–11)."""
+    for nm, x in (("W", W_), ("Sigma", Sigma_), ("Lam", Lam_), ("L", L_), ("R", R_)):
+        if x is not None and x.ndim != 2:
+            raise ShapeError(f"{nm} has shape {tuple(x.shape)}: steps > 1 is unbatched, "
+                             "give one matrix")
+    if (isinstance(alpha, np.ndarray) and alpha.ndim > 0) or (
+            isinstance(alpha, Tensor) and alpha.ndim > 0):
+        raise ShapeError("alpha must be a scalar when steps > 1")
+    return shallow_value(W_ - W_bar_, Sigma_, Lam_, sigma, n, alpha, L_, R_, steps=steps,
+                         max_terms=max_terms, _omit_noise_step=_omit_noise_step)
 
 
 def expected_loss_general_prior(

@@ -38,6 +38,8 @@ from functools import reduce
 
 import sympy as sp
 
+from maml_depth.errors import ShapeError
+
 __all__ = [
     "GaussianMoments",
     "RegressionMoments",
@@ -67,7 +69,7 @@ class GaussianMoments:
     def __init__(self, cov: sp.Matrix) -> None:
         cov = sp.Matrix(cov)
         if cov.shape[0] != cov.shape[1]:
-            raise ValueError(f"cov must be square, got shape {cov.shape}")
+            raise ShapeError(f"cov has shape {tuple(cov.shape)}, expected a square (k, k) matrix")
         self.cov = cov
         self.dim = int(cov.shape[0])
         self._t = sp.symbols(f"_t0:{self.dim}")
@@ -135,7 +137,8 @@ def symbolic_matrix(name: str, rows: int, cols: int | None = None, *,
     ``symmetric``)."""
     cols = rows if cols is None else cols
     if symmetric and rows != cols:
-        raise ValueError("a symmetric matrix must be square")
+        raise ShapeError(
+            f"a symmetric matrix must be square, got rows={rows!r}, cols={cols!r}")
 
     def entry(i: int, j: int) -> sp.Symbol:
         if symmetric and j < i:

@@ -12,8 +12,13 @@ closed form of MATH.md §3 (:func:`~maml_depth.theory.expected_loss`) at these f
 *population* MAML objective, a smooth torch function of the layer weights with no sampling
 noise, which numerics/ can meta-train on directly.
 
-References: MATH.md §1, §3, §4 (``P = α B_LᵀB_L`` for S = {L}); Arnold, Iqbal, Sha
-(AISTATS 2021), §3.
+Several adapted layers (all gradients at the same point) and ``k`` inner steps have no closed
+form but an exact finite expectation: :func:`expected_deep_loss` (the Wick engine of
+:mod:`maml_depth.theory.exact_expectation`, docs/theory/exact-expectation.md), of which
+:func:`population_maml_loss` is the one-layer, one-step case (tested equal).
+
+References: MATH.md §1, §3, §4 (``P = α B_LᵀB_L`` for S = {L});
+docs/theory/exact-expectation.md; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ from torch import Tensor
 
 from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError, ShapeError
-from maml_depth.theory.expected_loss import expected_loss
+from maml_depth.theory._validation import _check_alpha
+from maml_depth.theory.exact_expectation import deep_value, shallow_value
+from maml_depth.theory.expected_loss import _prepare, expected_loss
 
-__all__ = ["layer_factors", "population_maml_loss"]
+__all__ = ["expected_deep_loss", "layer_factors", "population_maml_loss"]
 
 
 def _as_tensors(weights: Sequence[Any]) -> tuple[list[Tensor], bool]:
@@ -104,8 +111,8 @@ def population_maml_loss(
     Args:
         weights: ``[W_1, …, W_L]`` (layer 1 first), ``W_j`` of shape ``(…, d_j, d_{j−1})``;
             e.g. ``[params[k] for k in model.weight_names]`` of a ``DeepLinear``.
-        adapt: the one adapted layer, 1-based (``"top"`` = L). Several layers have no
-            closed form: use ``maml_depth.numerics.monte_carlo_deep_loss`` (an estimate).
+        adapt: the one adapted layer, 1-based (``"top"`` = L). Several layers (or k
+            steps): :func:`expected_deep_loss` (exact, within its reach).
         W_bar, Sigma, Lam, sigma, n, alpha: the task family and step size, as in
             :func:`~maml_depth.theory.expected_loss` (``W_bar`` is ``(d_L, d_0)``).
 
@@ -120,7 +127,7 @@ def population_maml_loss(
     if len(layers) != 1:
         raise InvalidArgumentError(
             f"adapt names layers {list(layers)}: the closed form covers one adapted layer; "
-            "for several use the Monte Carlo estimate maml_depth.numerics.monte_carlo_deep_loss")
+            "for several use maml_depth.theory.expected_deep_loss (exact)")
     j = layers[0]
     A, B = layer_factors(ws, j)
     W = A @ ws[j - 1] @ B
@@ -131,3 +138,99 @@ def population_maml_loss(
     if was_torch:
         return value
     return float(value) if value.ndim == 0 else value.detach().numpy()
+
+
+def expected_deep_loss(
+    weights: Sequence[Any],
+    *,
+    adapt: _checks.AdaptSpec,
+    steps: int = 1,
+    W_bar: Any,
+    Sigma: Any,
+    Lam: Any,
+    sigma: float,
+    n: int,
+    alpha: float | Tensor,
+    max_terms: int = 10**6,
+    _words: bool = False,
+    _sequential: bool = False,
+) -> Any:
+    """Exact expected query loss of a deep linear net adapting any layers for ``k`` steps.
+
+    The net ``W = W_L ⋯ W_1`` (``weights = [W_1, …, W_L]``, ``W_1`` the input layer, ``m ≥ 1``
+    outputs) takes ``k`` inner steps on one support set, each
+    ``W_j ← W_j − α A_jᵀ G B_jᵀ`` for every ``j`` in ``adapt`` with all gradients at the
+    same point (``A_j = W_L ⋯ W_{j+1}``, ``B_j = W_{j−1} ⋯ W_1``,
+    ``G = (WX − Y)Xᵀ/n``). The adapted map ``W'`` is a polynomial in ``Z``, ``Σ̂``, ``E``
+    (docs/theory/exact-expectation.md, eq. 9) and ::
+
+        E ℒ = ½ E tr((W' − W_t) Σ (W' − W_t)ᵀ) + ½ m σ²
+
+    is the finite Wick sum of :mod:`maml_depth.theory.exact_expectation` (eq. 4–5, 10–11),
+    exact in ``n``. One adapted layer ``j`` stays the Kronecker step ``L = A_jA_jᵀ``,
+    ``R = B_jᵀB_j`` for every k (its factors do not change), so it is
+    :func:`~maml_depth.theory.expected_loss` with ``steps = k`` (the closed form at k = 1,
+    = :func:`population_maml_loss`). Several layers expand into words: within the default
+    ``max_terms`` one step with two or three adapted layers (1 147 and 724 019 pairings);
+    four layers or several layers with k > 1 are refused — use
+    ``maml_depth.numerics.monte_carlo_deep_loss`` (an estimate) there.
+
+    Args:
+        weights: ``[W_1, …, W_L]``, ``W_j`` of shape ``(d_j, d_{j−1})`` (unbatched).
+        adapt: adapted layers: 1-based index, tuple of indices, ``"top"`` or ``"all"``.
+        steps: inner steps k ≥ 1.
+        W_bar, Sigma, Lam, sigma, n, alpha: the task family and step size, as in
+            :func:`~maml_depth.theory.expected_loss` (``W_bar`` is ``(d_L, d_0)``).
+        max_terms: the most Wick pairings the exact expectation may enumerate.
+
+    Returns:
+        A float for numpy input; a torch tensor (differentiable in the weights and α) when
+        any weight (or α) is a tensor.
+
+    Raises:
+        TermLimitError: the expectation needs more than ``max_terms`` pairings (one line
+            with the count; an :class:`~maml_depth.errors.InvalidArgumentError`).
+        ShapeError, InvalidArgumentError: bad shapes or values (named).
+
+    References: docs/theory/exact-expectation.md; MATH.md §1–3; Arnold, Iqbal, Sha
+    (AISTATS 2021), §3.
+    """
+    was_torch = any(isinstance(w, Tensor) for w in weights) if isinstance(
+        weights, Sequence) else False
+    ws, _ = _as_tensors(weights)
+    layers = _checks.resolve_adapt(adapt, len(ws))
+    steps = _checks.positive_int("steps", steps)
+    max_terms = _checks.positive_int("max_terms", max_terms)
+    n = _checks.positive_int("n", n)
+    sigma = _checks.finite_float("sigma", sigma, nonneg=True)
+    alpha = _check_alpha(alpha)
+    for k, w in enumerate(ws):
+        if w.ndim != 2:
+            raise ShapeError(f"weights[{k}] (W_{k + 1}) has shape {tuple(w.shape)}: "
+                             "expected_deep_loss is unbatched, give (d_j, d_{j-1}) matrices")
+    was_torch = was_torch or isinstance(alpha, Tensor)
+    W = _product(ws, int(ws[0].shape[-1]), ws[0])
+    like, (W_, W_bar_, Sigma_, Lam_, _, _) = _prepare(W, W_bar, Sigma, Lam, None, None,
+                                                      alpha=alpha)
+    assert like is not None
+    ws = [w.to(dtype=like.dtype) for w in ws]
+    W_ = _product(ws, int(ws[0].shape[-1]), ws[0])
+    if isinstance(alpha, np.ndarray):
+        alpha = float(alpha)
+    D = W_ - W_bar_
+    if len(layers) == 1 and not _words and not _sequential:
+        A, B = layer_factors(ws, layers[0])
+        L = A @ A.transpose(-1, -2)
+        R = B.transpose(-1, -2) @ B
+        if steps == 1:
+            value = expected_loss(W_, W_bar=W_bar_, Sigma=Sigma_, Lam=Lam_, sigma=sigma, n=n,
+                                  alpha=alpha, L=L, R=R)
+        else:
+            value = shallow_value(D, Sigma_, Lam_, sigma, n, alpha, L, R, steps=steps,
+                                  max_terms=max_terms)
+    else:
+        value = deep_value(ws, D, Sigma_, Lam_, sigma, n, alpha, adapt=layers, steps=steps,
+                           max_terms=max_terms, _sequential=_sequential)
+    if was_torch:
+        return value
+    return float(value.detach()) if isinstance(value, Tensor) else float(value)

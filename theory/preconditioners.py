@@ -40,20 +40,14 @@ from torch import Tensor
 
 from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError, ShapeError
-from maml_depth.theory.expected_loss import (
-    _check_psd,
-    _check_spd,
-    _finite,
-    _torch_T,
-    _torch_tr,
-    expected_loss,
-    expected_loss_general_prior,
-)
+from maml_depth.theory._validation import _check_psd, _check_spd, _finite, _torch_T, _torch_tr
+from maml_depth.theory.expected_loss import expected_loss, expected_loss_general_prior
 
 __all__ = [
     "KroneckerPreconditioner",
     "OptimalPreconditioner",
     "fixed_step_loss",
+    "k_step_loss",
     "optimal_kronecker_preconditioner",
     "optimal_preconditioner",
     "preconditioned_loss",
@@ -155,7 +149,8 @@ def _back(P: np.ndarray, was_torch: bool) -> Any:
 
 
 def optimal_preconditioner(
-    Sigma: Any, Lam: Any, sigma: float, n: int, kind: Kind = "full",
+    Sigma: Any, Lam: Any, sigma: float, n: int, kind: Kind = "full", steps: int = 1, *,
+    max_terms: int = 10**6, restarts: int = 4, seed: int = 0,
 ) -> OptimalPreconditioner:
     """The best effective step matrix ``P`` of a class, and its expected loss (MATH.md §4).
 
@@ -171,6 +166,18 @@ def optimal_preconditioner(
     The loss is ``½ [tr(ΛΣ) − tr(ΣΛΣ P)] + ½ σ²`` at each of these minimisers. When
     ``Λ = 0`` and ``σ = 0`` every ``P`` is optimal and ``P = 0`` is returned.
 
+    ``steps = k > 1``: the update ``W ← W − G P`` repeated k times on one support set, whose
+    exact expected loss ``E ℒ_k(P)`` (:func:`~maml_depth.theory.expected_loss` with
+    ``steps=k``, α = 1, ``R = P``; docs/theory/exact-expectation.md eq. 12) has degree
+    ``2k`` in P and is not convex. ``"full"`` is then a symmetric PSD ``P = F Fᵀ`` (what
+    ``α B_LᵀB_L`` of a deep net can be), ``"diagonal"`` any ``diag(p)``, ``"scalar"``
+    ``α_k* I``. ``"scalar"`` is exact: ``E ℒ_k(αI)`` is a polynomial of degree 2k in α,
+    recovered from 2k + 1 exact values, and α_k* is its best real critical point. ``"full"``
+    and ``"diagonal"`` return the best of ``restarts`` L-BFGS minimisations (torch autograd
+    on the exact loss) started from the one-step optimum, the k-step scalar optimum and
+    (further restarts) seeded perturbations of them, labelled ``method="numeric"`` — local
+    optima found numerically, not a certificate of global optimality.
+
     Args:
         Sigma: input covariance Σ (``d × d``, SPD). Lam: task covariance Λ (``d × d``, PSD).
         sigma: noise standard deviation σ ≥ 0. n: support samples ≥ 1.
@@ -180,8 +187,16 @@ def optimal_preconditioner(
         :class:`OptimalPreconditioner` — unpacks as ``(P, loss)``; ``P`` is a numpy array
         (a tensor when Σ or Λ was one), ``loss`` a float; ``.method == "closed form"``.
 
-    References: MATH.md §4; Arnold, Iqbal, Sha (AISTATS 2021), §3–4.
+    References: MATH.md §4; docs/theory/exact-expectation.md; Arnold, Iqbal, Sha
+    (AISTATS 2021), §3–4.
     """
+    steps = _checks.positive_int("steps", steps)
+    if steps > 1:
+        if kind not in ("full", "diagonal", "scalar"):
+            raise InvalidArgumentError(
+                f"kind must be 'full', 'diagonal' or 'scalar', got {kind!r}")
+        return _optimal_k_steps(Sigma, Lam, sigma, n, kind, steps, max_terms=max_terms,
+                                restarts=_checks.positive_int("restarts", restarts), seed=seed)
     S, La, sigma, n, was_torch = _inputs(Sigma, Lam, sigma, n)
     d = S.shape[0]
     a = 1.0 + 1.0 / n
@@ -341,3 +356,100 @@ def _kron_objective(Wb: Tensor, S: Tensor, Om: Tensor, sigma: float, n: int, Lm:
              + _torch_tr(torch.kron(K, LtL) @ Om))
     noise = sigma**2 / n * trMS * _torch_tr(LtL)
     return (prior + noise) / 2 + m * sigma**2 / 2
+
+
+def k_step_loss(P: Any, Sigma: Any, Lam: Any, sigma: float, n: int, steps: int, *,
+                max_terms: int = 10**6) -> Any:
+    """``E ℒ_k(P)``: k steps ``W ← W − G P`` at m = 1, ``W = W̄`` (exact; numpy or torch).
+
+    :func:`~maml_depth.theory.expected_loss` with ``α = 1``, ``R = P``, ``steps = k``
+    (docs/theory/exact-expectation.md eq. 12). Torch in, torch (differentiable) out.
+
+    References: docs/theory/exact-expectation.md; MATH.md §3–4.
+    """
+    zero: Any
+    if isinstance(P, Tensor):
+        zero = torch.zeros(1, P.shape[-1], dtype=P.dtype, device=P.device)
+    else:
+        P = np.asarray(P, dtype=np.float64)
+        if P.ndim != 2:
+            raise ShapeError(f"P has shape {P.shape}, expected (d, d)")
+        zero = np.zeros((1, P.shape[-1]))
+    return expected_loss(zero, W_bar=zero, Sigma=Sigma, Lam=Lam, sigma=sigma, n=n, alpha=1.0,
+                         R=P, steps=steps, max_terms=max_terms)
+
+
+def _lbfgs_k_steps(z0: Tensor, kind: str, St: Tensor, Lt: Tensor, sigma: float, n: int,
+                   steps: int, max_terms: int) -> np.ndarray:
+    """One L-BFGS minimisation of ``E ℒ_k(P)`` over ``P = zzᵀ`` (full) or ``diag(z)``."""
+    z = z0.clone().requires_grad_(True)
+
+    def build(z: Tensor) -> Tensor:
+        return z @ z.T if kind == "full" else torch.diag(z)
+
+    opt = torch.optim.LBFGS([z], lr=1.0, max_iter=200, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-12, tolerance_change=1e-15, history_size=30)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        val = k_step_loss(build(z), St, Lt, sigma, n, steps, max_terms=max_terms)
+        val.backward()
+        return val
+
+    prev = float("inf")
+    for _ in range(5):
+        out = opt.step(closure)
+        cur = float(out.detach()) if isinstance(out, Tensor) else float("nan")
+        if abs(prev - cur) <= 1e-15 * max(abs(cur), 1.0):
+            break
+        prev = cur
+    with torch.no_grad():
+        return build(z).numpy().copy()
+
+
+def _optimal_k_steps(Sigma: Any, Lam: Any, sigma: float, n: int, kind: Kind, steps: int, *,
+                     max_terms: int, restarts: int, seed: int) -> OptimalPreconditioner:
+    S, La, sigma, n, was_torch = _inputs(Sigma, Lam, sigma, n)
+    d = S.shape[0]
+    St, Lt = torch.from_numpy(S), torch.from_numpy(La)
+
+    def loss_np(P: np.ndarray) -> float:
+        return float(k_step_loss(P, S, La, sigma, n, steps, max_terms=max_terms))
+
+    # exact best scalar: the loss is a polynomial of degree 2k in α
+    a1 = optimal_preconditioner(S, La, sigma, n, "scalar").alpha or 0.0
+    scale = max(abs(a1), 1e-12)
+    nodes = scale * np.linspace(0.0, 2.0, 2 * steps + 1)
+    vals = np.array([loss_np(a * np.eye(d)) for a in nodes])
+    coef = np.polynomial.polynomial.polyfit(nodes / scale, vals, 2 * steps)
+    crit = np.polynomial.polynomial.polyroots(np.polynomial.polynomial.polyder(coef))
+    cands = [float(r.real) * scale for r in np.atleast_1d(crit) if abs(r.imag) < 1e-9]
+    cands = cands or [a1]
+    alpha_k = min(cands, key=lambda a: loss_np(a * np.eye(d)))
+    if kind == "scalar":
+        P = alpha_k * np.eye(d)
+        return OptimalPreconditioner(_back(P, was_torch), loss_np(P), "scalar", "numeric",
+                                     alpha_k)
+    P1 = optimal_preconditioner(S, La, sigma, n, kind).P
+    P1 = np.asarray(P1, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    starts = [P1, alpha_k * np.eye(d)]
+    while len(starts) < restarts:
+        base_ = starts[len(starts) % 2]
+        noise = rng.standard_normal((d, d)) * 0.2 * np.abs(base_).max()
+        starts.append(base_ + (noise @ noise.T / d if kind == "full" else np.diag(np.diag(noise))))
+    best_P, best_loss = None, float("inf")
+    for P0 in starts[:restarts]:
+        if kind == "full":
+            ev, U = np.linalg.eigh(0.5 * (P0 + P0.T))
+            z0 = torch.from_numpy(U * np.sqrt(np.clip(ev, 0.0, None)))
+        else:
+            z0 = torch.from_numpy(np.diag(P0).copy())
+        P = _lbfgs_k_steps(z0, kind, St, Lt, sigma, n, steps, max_terms)
+        val = loss_np(P)
+        if np.isfinite(val) and val < best_loss:
+            best_P, best_loss = P, val
+    assert best_P is not None
+    if kind == "full":
+        best_P = 0.5 * (best_P + best_P.T)
+    return OptimalPreconditioner(_back(best_P, was_torch), best_loss, kind, "numeric", None)
