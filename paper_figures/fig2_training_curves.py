@@ -165,7 +165,7 @@ def _bands(ax: Any, data: FigureData, series: tuple[tuple[str, str, str], ...]) 
 
 
 def caption(data: FigureData) -> str:
-    from maml_depth.validation import stats
+    from maml_depth.common import stats
 
     m = data.meta
     parts = []

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from maml_depth.common import stats
+from maml_depth.common.settings import B_L, DEPTH_HELPS, LinearSetting
 from maml_depth.numerics import (
     DeepLinear,
     InnerConfig,
@@ -37,8 +39,6 @@ from maml_depth.numerics import (
     meta_train,
 )
 from maml_depth.paper_figures.budget import FigureBudget
-from maml_depth.validation import stats
-from maml_depth.validation.linear_setting import B_L, LinearSetting
 
 __all__ = [
     "EVAL_SEED",
@@ -57,7 +57,7 @@ __all__ = [
 
 #: the linear-regression setting of MATH.md §4 shared with claims 3–4 (d = 4, n = 10,
 #: σ = 0.5, α = 0.1, depth 3, hidden 2d, anisotropic rotated Σ and Λ, W̄ in range Λ)
-LINEAR = LinearSetting()
+LINEAR = DEPTH_HELPS
 #: seed of the fresh evaluation tasks (never a training seed)
 EVAL_SEED = 9_000_017
 #: seed of the task family (Σ, Λ, W̄) of every linear figure

@@ -1,7 +1,7 @@
 """One matplotlib style for every paper figure.
 
 Readable fonts, light grids, no top/right spines, the Okabe–Ito colour-blind-safe palette of
-:mod:`maml_depth.validation.plots` (with fixed roles: shallow/MAML orange, deep blue, …),
+:mod:`maml_depth.common.plots` (with fixed roles: shallow/MAML orange, deep blue, …),
 theory drawn as lines (dashed/dotted), measurements as markers with 95% error bars or bands.
 Figures are :class:`matplotlib.figure.Figure` objects created without pyplot (no global
 state), drawn inside :func:`context`, and written atomically as PNG and PDF by :func:`save`
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 
 from maml_depth._io import atomic_write_bytes
-from maml_depth.validation.plots import PALETTE
+from maml_depth.common.plots import COLORS, PALETTE
 
 __all__ = [
     "COLORS",
@@ -54,18 +54,6 @@ __all__ = [
 #: resolution of the PNG files (PDF is vector)
 DPI = 150
 FORMATS: tuple[str, ...] = ("png", "pdf")
-
-#: semantic colour roles (Okabe–Ito)
-COLORS: dict[str, str] = {
-    "shallow": PALETTE[1],  # vermillion
-    "deep": PALETTE[0],  # blue
-    "deep-all": PALETTE[5],  # sky blue
-    "meta-sgd": PALETTE[2],  # bluish green
-    "meta-curvature": PALETTE[3],  # reddish purple
-    "kfo": PALETTE[4],  # orange
-    "theory": PALETTE[7],  # black
-    "reference": "#777777",
-}
 
 #: axis labels shared by the panels that plot a loss along meta-training
 STEP_LABEL = "meta-training step (outer iterations)"

@@ -12,7 +12,7 @@ from tests.helpers import assert_close
 TINY_DOMAIN = exp.DomainBudget(meta_steps=2, meta_batch=2, lr=1e-3, alpha=0.01, inner_steps=1,
                                eval_episodes=3, n_query_train=2, n_query_test=3,
                                models=("mlp",))
-TINY = exp.Budget("tiny", seeds=2, sine=TINY_DOMAIN,
+TINY = exp.ExperimentBudget("tiny", seeds=2, sine=TINY_DOMAIN,
                   digits=replace(TINY_DOMAIN, alpha=0.1, models=("cnn",)))
 
 
