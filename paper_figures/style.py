@@ -41,7 +41,6 @@ __all__ = [
     "errorbars",
     "label_panel",
     "new_figure",
-    "not_available",
     "note",
     "panel_label",
     "pixel_size",
@@ -174,15 +173,6 @@ def plain_log_axis(ax: Axes, axis: str = "y") -> None:
     target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     target.set_major_formatter(fmt)
     target.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
-
-
-def not_available(ax: Axes, what: str) -> None:
-    """Mark a panel whose input has not landed."""
-    ax.text(0.5, 0.5, f"not available:\n{what}", ha="center", va="center",
-            transform=ax.transAxes, fontsize=11, color=COLORS["reference"], wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
 
 
 def panel_label(ax: Axes, letter: str) -> None:

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from maml_depth._io import atomic_write_bytes, atomic_write_text
-from maml_depth.sweep.config import SweepConfig
-from maml_depth.sweep.points import Point, varying_params
+from maml_depth.sweep.config import Point, SweepConfig, varying_params
 from maml_depth.sweep.store import load_frame, records_to_rows
 
 #: result columns summarised with mean and 95% CI
