@@ -154,7 +154,7 @@ def resolve_adapt(adapt: AdaptSpec, depth: int, *, name: str = "adapt") -> tuple
         return tuple(range(1, depth + 1))
     if spec == "top":
         return (depth,)
-    items = [spec] if isinstance(spec, int) else list(spec)
+    items: list[int] = [spec] if isinstance(spec, int) else [int(j) for j in spec]
     for j in items:
         if not 1 <= j <= depth:
             raise InvalidArgumentError(

@@ -74,7 +74,9 @@ from maml_depth.numerics.population_train import (
 from maml_depth.numerics.preconditioners import (
     IDENTITY,
     PRECONDITIONERS,
+    FactorFn,
     Preconditioner,
+    TheoryClass,
     get_preconditioner,
     register,
 )
@@ -111,6 +113,7 @@ __all__ = [
     "DeepLinear",
     "DigitsFewShot",
     "EngineChoice",
+    "FactorFn",
     "History",
     "InnerConfig",
     "LinNetMLP",
@@ -125,6 +128,7 @@ __all__ = [
     "SineTasks",
     "TaskBatch",
     "TaskFamily",
+    "TheoryClass",
     "adapted_names",
     "balanced_factors",
     "binary_accuracy",

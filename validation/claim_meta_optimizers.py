@@ -23,7 +23,7 @@ References: MATH.md §4, §5.6; paper §4 (Meta-SGD, Meta-Curvature, KFO).
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ import torch
 from maml_depth.common import stats
 from maml_depth.common.settings import spectrum_family
 from maml_depth.numerics import (
+    PRECONDITIONERS,
     DeepLinear,
     InnerConfig,
     LinearRegressionTasks,
@@ -39,12 +40,14 @@ from maml_depth.numerics import (
     post_adaptation_losses,
     state_for_step_matrix,
 )
+from maml_depth.numerics.preconditioners import TheoryClass
 from maml_depth.theory import fixed_step_loss, optimal_preconditioner
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
 
-#: optimizer -> its preconditioner class in MATH.md §4
-CLASSES: dict[str, Literal["full", "diagonal", "scalar"]] = {
-    "meta-sgd": "diagonal", "meta-curvature": "full", "kfo": "full"}
+#: optimizer -> its preconditioner class in MATH.md §4, as each registered optimizer
+#: declares it (MAML learns none and is the baseline)
+CLASSES: dict[str, TheoryClass] = {
+    name: p.theory_class for name, p in PRECONDITIONERS.items() if p.theory_class is not None}
 BAND = (0.9, 1.1)
 D, N_SUPPORT, SIGMA = 3, 5, 0.5
 

@@ -3,7 +3,6 @@ in the shared layer; this name stays importable)."""
 
 from maml_depth.common.strategies import (
     ELEMENTWISE_ACTIVATIONS,
-    META_OPTIMIZER_NAMES,
     activations,
     adapt_subsets,
     deep_linear_weights,
@@ -19,7 +18,6 @@ from maml_depth.common.strategies import (
 
 __all__ = [
     "ELEMENTWISE_ACTIVATIONS",
-    "META_OPTIMIZER_NAMES",
     "activations",
     "adapt_subsets",
     "deep_linear_weights",

@@ -30,6 +30,7 @@ from typing import Any
 from maml_depth.common.budgets import EXPERIMENT_BUDGETS as BUDGETS
 from maml_depth.common.budgets import DomainBudget, ExperimentBudget
 from maml_depth.errors import InvalidArgumentError
+from maml_depth.numerics.meta_optimizers import META_OPTIMIZERS
 
 __all__ = [
     "BUDGETS",
@@ -46,7 +47,8 @@ __all__ = [
     "summarize",
 ]
 
-OPTIMIZERS: tuple[str, ...] = ("maml", "meta-sgd", "meta-curvature", "kfo")
+#: the optimizers compared: every registered meta-optimizer (MAML first)
+OPTIMIZERS: tuple[str, ...] = META_OPTIMIZERS
 DOMAINS: tuple[str, ...] = ("sine", "digits-1shot", "digits-5shot")
 
 

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 __all__ = [
     "ELEMENTWISE_ACTIVATIONS",
-    "META_OPTIMIZER_NAMES",
     "activations",
     "adapt_subsets",
     "deep_linear_weights",
@@ -145,13 +144,13 @@ def deep_linear_weights(
     return st.tuples(flags, rngs()).map(build)
 
 
-#: The meta-optimizers of ``numerics.meta_optimizers`` (MAML first).
-META_OPTIMIZER_NAMES: tuple[str, ...] = ("maml", "meta-sgd", "meta-curvature", "kfo")
-
-
 def preconditioner_names(*, include_maml: bool = True) -> st.SearchStrategy[str]:
-    """Name of a registered meta-optimizer (shrinks towards MAML's identity)."""
-    names = META_OPTIMIZER_NAMES if include_maml else META_OPTIMIZER_NAMES[1:]
+    """Name of a meta-optimizer drawn from the registry itself
+    (``maml_depth.numerics.PRECONDITIONERS``, in registration order, so it shrinks towards
+    MAML's identity): an optimizer registered later is drawn too."""
+    from maml_depth.numerics import PRECONDITIONERS
+
+    names = [n for n in PRECONDITIONERS if include_maml or n != "maml"]
     return st.sampled_from(names)
 
 
