@@ -124,10 +124,12 @@ def run_nonlinear(ctx: RunContext) -> ClaimResult:
 
     budget = exp.BUDGETS["full" if ctx.budget.name == "full" else "quick"]
     # one single-threaded process per CPU core (same results as one process: every job is
-    # seeded); a GPU runs the jobs one after the other
+    # seeded); a GPU runs the jobs one after the other; a Dask scheduler takes them to its
+    # cluster. The store resumes a killed run.
     workers = 1 if ctx.device.startswith("cuda") else max(1, os.cpu_count() or 1)
     results = exp.run_experiment(budget, device=ctx.device, workers=workers,
-                                 progress=ctx.progress)
+                                 progress=ctx.progress, executor=ctx.executor,
+                                 scheduler=ctx.scheduler, store=ctx.store_dir(), resume=True)
     rows = [r for r in exp.summarize(results) if r.optimizer != "maml"]
     wins = [r for r in rows if r.verdict == "beats MAML"]
     worse = [r for r in rows if r.verdict == "worse than MAML"]

@@ -67,7 +67,11 @@ class ClaimResult:
 
 @dataclass
 class RunContext:
-    """What a claim receives: the budget, a seed, a device, an output folder for figures."""
+    """What a claim receives: the budget, a seed, a device, an output folder for figures,
+    and for claims that run a grid (the full-budget ones) where it runs: ``executor``
+    (``"local"``, ``"dask"``, ``"serial"``; None: the claim's default), ``scheduler`` (a
+    Dask scheduler address, ``tcp://…``) and ``store`` (the resumable store's folder; None:
+    ``<out_dir>/../stores/<claim id>`` when ``out_dir`` is set, else a temporary one)."""
 
     claim_id: str
     budget: Budget
@@ -75,6 +79,17 @@ class RunContext:
     device: str = "cpu"
     out_dir: Path | None = None
     progress: bool = False
+    executor: str | None = None
+    scheduler: str | None = None
+    store: Path | None = None
+
+    def store_dir(self) -> Path | None:
+        """The folder of this claim's resumable grid store (None: a temporary one)."""
+        if self.store is not None:
+            return Path(self.store)
+        if self.out_dir is not None:
+            return Path(self.out_dir).parent / "stores" / self.claim_id
+        return None
 
     def result(
         self,

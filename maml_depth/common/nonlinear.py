@@ -20,11 +20,13 @@ References: Arnold, Iqbal, Sha (AISTATS 2021), §4–5 and Table 2; Finn, Abbeel
 
 from __future__ import annotations
 
+import contextlib
 import math
+import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from maml_depth.common.budgets import EXPERIMENT_BUDGETS as BUDGETS
@@ -199,8 +201,29 @@ def run_job(job: Job, budget: ExperimentBudget, device: str = "cpu", threads: in
     }
 
 
-def _worker(args: tuple[Job, ExperimentBudget, str, int]) -> dict[str, Any]:
-    return run_job(*args)
+def job_params(job: Job, budget: ExperimentBudget, device: str) -> dict[str, Any]:
+    """A job as a grid point (JSON-able; its store key is the hash of this)."""
+    return {"job": asdict(job), "budget": asdict(budget), "device": device}
+
+
+def _budget_from(d: dict[str, Any]) -> ExperimentBudget:
+    def dom(x: dict[str, Any]) -> DomainBudget:
+        return DomainBudget(**{**x, "models": tuple(x["models"])})
+
+    return ExperimentBudget(name=d["name"], seeds=int(d["seeds"]), sine=dom(d["sine"]),
+                            digits=dom(d["digits"]), dtype=d["dtype"])
+
+
+def run_job_point(params: dict[str, Any]) -> dict[str, Any]:
+    """The grid task of the experiment: :func:`run_job` of a :func:`job_params` point."""
+    return run_job(Job(**params["job"]), _budget_from(params["budget"]), params["device"])
+
+
+@dataclass(frozen=True)
+class _Point:
+    key: str
+    params: dict[str, Any]
+    index: int
 
 
 def run_experiment(
@@ -210,52 +233,50 @@ def run_experiment(
     optimizers: Sequence[str] = OPTIMIZERS,
     workers: int = 1,
     device: str = "cpu",
-    log: Callable[[str], None] | None = None,
     progress: bool = False,
+    executor: Any = None,
+    scheduler: str | None = None,
+    store: str | Path | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run every job of ``budget`` (in ``workers`` processes with one thread each; the
-    results do not depend on ``workers``: every job is seeded and single-threaded), with a
-    progress bar over the jobs when ``progress``."""
-    from tqdm.auto import tqdm
+    """Run every job of ``budget`` through the shared grid driver
+    (:func:`maml_depth.common.grid.run_grid`) and return the per-job results in job order.
+
+    ``executor``: ``"serial"`` (default for ``workers = 1``), ``"local"`` (a process pool of
+    ``workers`` single-threaded processes, the default otherwise), ``"dask"`` (with
+    ``scheduler="tcp://…"`` on a cluster); the results do not depend on it: every job is
+    seeded and single-threaded. ``store``: the folder of the resumable store (default: a
+    temporary one); with ``resume`` a killed run continues where it stopped. A failed job
+    raises :class:`RuntimeError` naming it (after every other job is stored).
+    """
+    from maml_depth.common.grid import run_grid
+    from maml_depth.common.store import Store, point_key
 
     jobs = jobs_for(budget, domains, optimizers)
-    out: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=f"meta-optimizers ({budget.name})", unit="job",
-               disable=not progress, leave=False)
-
-    def done(i: int, r: dict[str, Any]) -> None:
-        out.append(r)
-        bar.update(1)
-        bar.set_postfix_str(f"{r['domain']} {r['model']} {r['optimizer']} seed {r['seed']}")
-        if log is not None:
-            log(_progress(i, len(jobs), r, t0))
-
-    try:
-        if workers <= 1:
-            for i, j in enumerate(jobs, 1):
-                done(i, run_job(j, budget, device))
-            return out
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = [pool.submit(_worker, (j, budget, device, 1)) for j in jobs]
-            for i, f in enumerate(as_completed(futs), 1):
-                done(i, f.result())
-        return out
-    finally:
-        bar.close()
+    items = []
+    for i, j in enumerate(jobs):
+        params = job_params(j, budget, device)
+        items.append(_Point(point_key(params), params, i))
+    if executor is None:
+        executor = "serial" if workers <= 1 and scheduler is None else (
+            "dask" if scheduler is not None else "local")
+    with contextlib.ExitStack() as stack:
+        out = Path(store) if store is not None else Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="maml-depth-grid-")))
+        report = run_grid(items, run_job_point, out, executor=executor, scheduler=scheduler,
+                          workers=workers, resume=resume, progress=progress,
+                          desc=f"meta-optimizers ({budget.name})")
+        valid, corrupt = Store(out).scan(p.key for p in items)
+    failed = [(p, valid.get(p.key)) for p in items
+              if p.key not in valid or valid[p.key]["status"] != "ok"]
+    if failed:
+        p, rec = failed[0]
+        why = rec["error"] if rec is not None else corrupt.get(p.key, "not stored")
+        raise RuntimeError(f"{len(failed)} of {len(items)} jobs failed ({report.failed} in "
+                           f"this run); first: {p.params['job']}: {why}")
+    return [valid[p.key]["result"] for p in items]
 
 
-def _progress(i: int, n: int, r: dict[str, Any], t0: float) -> str:
-    return (f"[{i}/{n} {time.perf_counter() - t0:6.0f}s] {r['domain']:<13} {r['model']:<11} "
-            f"{r['optimizer']:<15} seed {r['seed']}: metric {r['metric']:.4f} "
-            f"({r['seconds']:.0f}s, cpu {r['cpu_seconds']:.0f}s)"
-            f"{' DIVERGED' if r['diverged'] else ''}")
-
-
-# -- statistics and the document -------------------------------------------------------------
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
     """Mean over seeds and the half-width of its 95% Student-t interval (NaN for one seed)."""
     from scipy import stats as sps

@@ -18,7 +18,10 @@ Run::
 
     python -m maml_depth.experiments.meta_optimizers [--budget quick|full] [--out FILE]
 
-``quick`` fits about 20 minutes of two CPU cores; ``full`` is the paper-like budget (5 inner
+The jobs run through the shared grid driver (:func:`maml_depth.common.grid.run_grid`):
+``--executor local|dask|serial``, ``--scheduler tcp://…`` for a Dask cluster, and
+``--store DIR --resume`` to continue a killed run. ``quick`` fits about 20 minutes of two CPU
+cores; ``full`` is the paper-like budget (5 inner
 steps, more meta-steps and episodes; meant for a GPU). The document is written atomically.
 
 References: Arnold, Iqbal, Sha (AISTATS 2021), §4–5 and Table 2; Finn, Abbeel, Levine
@@ -276,6 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also write the per-run results as JSON (atomically) to this file")
     p.add_argument("--from-raw", default=None,
                    help="re-render the document from a --raw JSON file (no training)")
+    p.add_argument("--executor", default=None, choices=("local", "dask", "serial"),
+                   help="where the jobs run (default: serial for 1 worker, else local; dask "
+                        "with --scheduler)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a Dask scheduler (tcp://…): run the jobs on its cluster")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="resumable results store (default: a temporary folder)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --store: skip the jobs already stored (continue a killed run)")
     args = p.parse_args(argv)
     try:
         domains = [d.strip() for d in args.domains.split(",") if d.strip()]
@@ -290,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.seeds < 2:
                 raise InvalidArgumentError(f"--seeds must be ≥ 2 (for a CI), got {args.seeds}")
             budget = replace(budget, seeds=args.seeds)
-        workers = 1 if args.device != "cpu" else args.workers
+        workers = 1 if args.device != "cpu" and args.scheduler is None else args.workers
+        if args.resume and args.store is None:
+            raise InvalidArgumentError("--resume needs --store DIR (the store to resume)")
         from maml_depth._io import atomic_write_json, atomic_write_text
 
         if args.from_raw:
@@ -300,8 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             t0 = time.perf_counter()
             results = run_experiment(budget, domains=domains, workers=workers,
-                                     device=args.device,
-                                     log=lambda s: print(s, file=sys.stderr, flush=True))
+                                     device=args.device, executor=args.executor,
+                                     scheduler=args.scheduler, store=args.store,
+                                     resume=args.resume, progress=True)
             wall = time.perf_counter() - t0
             if args.raw:
                 atomic_write_json(args.raw, {"budget": asdict(budget), "wall_s": wall,
