@@ -24,7 +24,7 @@ import contextlib
 import math
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,7 +214,7 @@ def _budget_from(d: dict[str, Any]) -> ExperimentBudget:
                             digits=dom(d["digits"]), dtype=d["dtype"])
 
 
-def run_job_point(params: dict[str, Any]) -> dict[str, Any]:
+def run_job_point(params: Mapping[str, Any]) -> dict[str, Any]:
     """The grid task of the experiment: :func:`run_job` of a :func:`job_params` point."""
     return run_job(Job(**params["job"]), _budget_from(params["budget"]), params["device"])
 
