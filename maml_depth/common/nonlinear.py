@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maml_depth.common import stats
 from maml_depth.common.budgets import EXPERIMENT_BUDGETS as BUDGETS
 from maml_depth.common.budgets import DomainBudget, ExperimentBudget
 from maml_depth.errors import InvalidArgumentError
@@ -278,15 +279,9 @@ def run_experiment(
 
 
 def mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    """Mean over seeds and the half-width of its 95% Student-t interval (NaN for one seed)."""
-    from scipy import stats as sps
-
-    n = len(values)
-    m = sum(values) / n
-    if n < 2:
-        return m, float("nan")
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    return m, float(sps.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    """Mean over seeds and the half-width of its 95% Student-t interval (NaN for one seed):
+    :func:`maml_depth.common.stats.mean_halfwidth`, the package's one Student-t interval."""
+    return stats.mean_halfwidth(values)
 
 
 @dataclass
