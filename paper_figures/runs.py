@@ -29,6 +29,7 @@ from torch import nn
 
 from maml_depth.common import stats
 from maml_depth.common.settings import B_L, DEPTH_HELPS, LinearSetting
+from maml_depth.errors import InvalidArgumentError
 from maml_depth.numerics import (
     DeepLinear,
     InnerConfig,
@@ -203,7 +204,7 @@ def linear_run(kind: str, setting: LinearSetting, budget: FigureBudget, seed: in
     share one run.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+        raise InvalidArgumentError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     fam = linear_family(setting)
     model = _model(kind, setting, seed)
     outer = outer_config(budget.meta_steps, budget.checkpoints, meta_batch=setting.meta_batch,

@@ -165,7 +165,7 @@ def _meta_loss_fn(peer: str, cfg: EngineConfig, model: Any, fam: Any, batch: Any
             return total
 
         return step
-    raise ValueError(f"unknown peer {peer!r}")
+    raise InvalidArgumentError(f"peer must be one of {list(PEERS)}, got {peer!r}")
 
 
 def _meta_gradient(peer: str, cfg: EngineConfig) -> list[Any]:

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 from hypothesis import strategies as st
 
+from maml_depth import _checks
+
 __all__ = [
     "ELEMENTWISE_ACTIVATIONS",
     "activations",
@@ -60,8 +62,7 @@ def spd_matrices(
     Eigenvalues are log-uniform in ``[scale / √κ, scale · √κ]`` (κ = ``max_condition``),
     eigenvectors Haar-random (or the identity when ``rotated=False``).
     """
-    if max_condition < 1:
-        raise ValueError(f"max_condition must be ≥ 1, got {max_condition!r}")
+    _checks.number("max_condition", max_condition, low=1.0)
 
     def build(rng: np.random.Generator) -> np.ndarray:
         half = 0.5 * np.log(max_condition)
