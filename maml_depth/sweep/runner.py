@@ -13,7 +13,8 @@ generators for the family, the initialisation, training and evaluation, each see
 
 - Σ = Q diag(s) Qᵀ, ``s`` log-spaced in ``[1, anisotropy]`` and scaled to mean 1;
   Λ = τ² R diag(1,…,1,0,…,0) Rᵀ of rank ``lam_rank``; Q, R Haar-random when ``rotation``
-  (else identity); W̄ = 0, or rows of norm ``w_bar`` drawn in the range of Λ;
+  (else identity); W̄ = 0, or rows of norm ``w_bar`` drawn in the range of Λ
+  (:func:`maml_depth.common.settings.w_bar_in_range`, the package's one such draw);
 - a :class:`~maml_depth.numerics.DeepLinear` of widths ``(d, width…, m)``;
 - ``meta_train`` with the inner and outer settings of the point, then the post-adaptation
   loss on ``eval_tasks`` fresh tasks (real adaptation with autograd), from its own seed.
@@ -45,6 +46,7 @@ def build_family(point: Mapping[str, Any]) -> Any:
     """The point's :class:`~maml_depth.numerics.LinearRegressionTasks`."""
     import torch
 
+    from maml_depth.common.settings import w_bar_in_range
     from maml_depth.numerics import LinearRegressionTasks, resolve_dtype
 
     dtype = resolve_dtype(point["dtype"])
@@ -61,13 +63,7 @@ def build_family(point: Mapping[str, Any]) -> Any:
         eigs.tolist(), lam, m=m, sigma=point["noise"], n_support=point["shots"],
         n_query=n_query, rotate=bool(point["rotation"]), generator=gen, dtype=torch.float64)
     if point["w_bar"] > 0:
-        evals, evecs = torch.linalg.eigh(fam.Lam)
-        half = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-        Z = torch.randn(m, d, generator=gen, dtype=torch.float64)
-        U = Z @ half
-        norms = U.norm(dim=1, keepdim=True)
-        U = torch.where(norms > 1e-12, U, Z)  # Λ = 0: any direction
-        W_bar = point["w_bar"] * U / U.norm(dim=1, keepdim=True)
+        W_bar = w_bar_in_range(fam.Lam, generator=gen, rows=m, norm=point["w_bar"])
         fam = LinearRegressionTasks(fam.Sigma, W_bar, fam.Lam, fam.sigma, fam.n_support,
                                     fam.n_query)
     return fam.to(dtype=dtype)
