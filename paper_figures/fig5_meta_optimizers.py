@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from maml_depth.numerics import PRECONDITIONERS
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
@@ -35,12 +36,22 @@ TITLE = "Meta-optimizers vs deep MAML"
 VERSION = 1
 FIGSIZE = (10.0, 4.2)
 
-#: (run kind, label, preconditioner class of its theoretical optimum)
+
+
+def _class_of(optimizer: str) -> str:
+    """The preconditioner class the optimizer object declares (MATH.md §4)."""
+    cls = PRECONDITIONERS[optimizer].theory_class
+    assert cls is not None, optimizer
+    return cls
+
+
+#: (run kind, label, preconditioner class of its theoretical optimum); the meta-optimizers'
+#: classes are those their objects declare
 METHODS: tuple[tuple[str, str, str], ...] = (
     ("shallow", "MAML", "fixed"),
-    ("meta-sgd", "Meta-SGD", "diagonal"),
-    ("meta-curvature", "Meta-Curvature", "full"),
-    ("kfo", "KFO", "full"),
+    ("meta-sgd", "Meta-SGD", _class_of("meta-sgd")),
+    ("meta-curvature", "Meta-Curvature", _class_of("meta-curvature")),
+    ("kfo", "KFO", _class_of("kfo")),
     ("deep-top", "Deep MAML", "full"),
 )
 COLOR_OF = {"shallow": "shallow", "meta-sgd": "meta-sgd", "meta-curvature": "meta-curvature",
