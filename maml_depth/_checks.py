@@ -59,44 +59,109 @@ def finite_float(name: str, value: Any, *, positive: bool = False, nonneg: bool 
     return x
 
 
-def resolve_adapt(adapt: AdaptSpec, depth: int, *, name: str = "adapt") -> tuple[int, ...]:
-    """Normalise an adapted-layer spec to a sorted tuple of 1-based layer indices.
+def type_name(value: Any) -> str:
+    """``"an integer"``, ``"a string"``, … : the kind of a bad value, for messages."""
+    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
+            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
 
-    Accepts ``"all"``, one index, an iterable of indices, or a comma list such as ``"1,3"``.
-    Layers are numbered from 1 (the input layer, ``W_1``) to ``depth`` (the output layer).
-    """
-    if isinstance(adapt, str):
-        text = adapt.strip().lower()
-        if text == "all":
-            return tuple(range(1, depth + 1))
-        if text in ("top", "anil"):
-            return (depth,)
-        try:
-            items: list[Any] = [int(p) for p in text.split(",") if p.strip()]
-        except ValueError:
-            raise InvalidArgumentError(
-                f"{name} must be 'all' or comma-separated layer indices like '1,3', got {adapt!r}"
-            ) from None
-    elif isinstance(adapt, int) and not isinstance(adapt, bool):
-        items = [adapt]
-    else:
-        try:
-            items = list(adapt)  # type: ignore[arg-type]
-        except TypeError:
-            raise InvalidArgumentError(
-                f"{name} must be 'all', a layer index or a list of indices, got {adapt!r}"
-            ) from None
-    if not items:
-        raise InvalidArgumentError(f"{name} is empty: name at least one layer (1..{depth})")
-    for j in items:
-        if isinstance(j, bool) or not isinstance(j, int) or int(j) != j:
+
+def integer(name: str, value: Any, *, minimum: int = 1) -> int:
+    """An ``int`` (not a bool, not a float such as ``2.0``) ≥ ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(
+            f"{name} must be an integer ≥ {minimum}, got {type_name(value)} {value!r}")
+    if value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
+        raise InvalidArgumentError(f"{name} must be {what}, got {value!r}")
+    return int(value)
+
+
+def number(name: str, value: Any, *, low: float | None = None, open_low: bool = False) -> float:
+    """A finite ``int`` or ``float`` (not a bool, not a numeric string) with ``value ≥ low``
+    (``> low`` when ``open_low``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgumentError(f"{name} must be a number, got {type_name(value)} {value!r}")
+    x = float(value)
+    if not math.isfinite(x):
+        raise InvalidArgumentError(f"{name} must be finite, got {value!r}")
+    if low is not None and (x <= low if open_low else x < low):
+        raise InvalidArgumentError(f"{name} must be {'>' if open_low else '≥'} {low:g}, "
+                                   f"got {value!r}")
+    return x
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``True`` or ``False`` (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise InvalidArgumentError(
+            f"{name} must be true or false, got {type_name(value)} {value!r}")
+    return value
+
+
+def choice(name: str, value: Any, options: Sequence[str]) -> str:
+    """One of ``options`` (case and surrounding blanks ignored), returned as listed."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        for o in options:
+            if o.lower() == text:
+                return o
+    raise InvalidArgumentError(f"{name} must be one of {list(options)}, got {value!r}")
+
+
+def parse_adapt(name: str, value: Any, *, minimum: int | None = 1) -> str | int | list[int]:
+    """The one parser of an adapted-layer spec, before the depth is known: ``"top"`` (also
+    ``"anil"``: the output layer only), ``"all"``, one 1-based index, or a sorted list of
+    distinct indices (from a list or a comma string such as ``"1,3"``). Indices must be
+    ≥ ``minimum`` (None: any integer, left to :func:`resolve_adapt`'s range check)."""
+
+    def index(where: str, j: Any) -> int:
+        if isinstance(j, bool) or not isinstance(j, int):
             raise InvalidArgumentError(f"{name} contains a non-integer layer index {j!r}")
+        return j if minimum is None else integer(where, j, minimum=minimum)
+
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("top", "all", "anil"):
+            return "top" if text == "anil" else text
+        parts = [p.strip() for p in text.split(",")]
+        if not all(p.lstrip("-").isdigit() for p in parts):
+            raise InvalidArgumentError(
+                f"{name} must be 'top', 'all', a layer index or a comma list like '1,3', "
+                f"got {value!r}")
+        return sorted({index(name, int(p)) for p in parts})
+    if isinstance(value, int) and not isinstance(value, bool):
+        return index(name, value)
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidArgumentError(
+            f"{name} must be 'top', 'all', a layer index or a list of indices, "
+            f"got {type_name(value)} {value!r}")
+    items = list(value)
+    if not items:
+        raise InvalidArgumentError(f"{name} is an empty list: name at least one layer")
+    return sorted({index(f"{name}[{i}]", j) for i, j in enumerate(items)})
+
+
+def resolve_adapt(adapt: AdaptSpec, depth: int, *, name: str = "adapt") -> tuple[int, ...]:
+    """Normalise an adapted-layer spec (:func:`parse_adapt`) to a sorted tuple of 1-based
+    layer indices of a network of ``depth`` layers.
+
+    Accepts ``"all"``, ``"top"``, one index, an iterable of indices, or a comma list such as
+    ``"1,3"``. Layers are numbered from 1 (the input layer, ``W_1``) to ``depth`` (the
+    output layer).
+    """
+    spec = parse_adapt(name, adapt, minimum=None)
+    if spec == "all":
+        return tuple(range(1, depth + 1))
+    if spec == "top":
+        return (depth,)
+    items: list[int] = [spec] if isinstance(spec, int) else [int(j) for j in spec]
+    for j in items:
         if not 1 <= j <= depth:
             raise InvalidArgumentError(
                 f"{name} names layer {j}, but layers are numbered 1..{depth} "
                 f"(1 = input layer, {depth} = output layer)"
             )
-    return tuple(sorted(set(int(j) for j in items)))
+    return tuple(items)
 
 
 def shape(name: str, actual: Sequence[int], expected: Sequence[int | None]) -> None:

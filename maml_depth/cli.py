@@ -40,14 +40,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _available_commands() -> dict[str, Any]:
-    mods: dict[str, Any] = {}
-    for name, mod in COMMANDS.items():
-        try:
-            mods[name] = importlib.import_module(f"maml_depth.commands.{mod}")
-        except ModuleNotFoundError as exc:  # a command whose issue has not landed yet
-            if exc.name != f"maml_depth.commands.{mod}":
-                raise
-    return mods
+    return {name: importlib.import_module(f"maml_depth.commands.{mod}")
+            for name, mod in COMMANDS.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,7 +81,9 @@ from maml_depth.numerics.population_train import (
 from maml_depth.numerics.preconditioners import (
     IDENTITY,
     PRECONDITIONERS,
+    FactorFn,
     Preconditioner,
+    TheoryClass,
     get_preconditioner,
     register,
 )
@@ -121,6 +123,7 @@ __all__ = [
     "DeepLinear",
     "DigitsFewShot",
     "EngineChoice",
+    "FactorFn",
     "History",
     "InnerConfig",
     "LinNetMLP",
@@ -135,6 +138,7 @@ __all__ = [
     "SineTasks",
     "TaskBatch",
     "TaskFamily",
+    "TheoryClass",
     "adapted_names",
     "anil_population_step_autograd",
     "balanced_factors",

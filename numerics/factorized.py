@@ -24,8 +24,8 @@ memory is O(kn (d_in + d_out)) per layer instead of O(d_in d_out).
 Applies to :class:`~maml_depth.numerics.networks.DeepLinear`,
 :class:`~maml_depth.numerics.networks.MLP` and plain ``nn.Sequential`` chains of
 ``nn.Linear`` and parameter-free elementwise activations, with a preconditioner whose
-Kronecker factors are registered (:func:`register_kronecker`; MAML's identity,
-Meta-Curvature and KFO). Elsewhere (Meta-SGD, convolutions, arbitrary modules) the engines
+Kronecker factors are declared on the optimizer object (``Preconditioner.kronecker``; MAML's
+identity, Meta-Curvature and KFO). Elsewhere (Meta-SGD, convolutions, arbitrary modules) the engines
 fall back to ``torch.func.vmap`` (:func:`factorized_support` says why).
 
 The population query loss (``n_query=None``, deep linear nets) needs each task's adapted
@@ -51,7 +51,13 @@ from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError, ShapeError
 from maml_depth.numerics.losses import mse_loss
 from maml_depth.numerics.networks import MLP, DeepLinear, Params, layer_groups
-from maml_depth.numerics.preconditioners import IDENTITY, Preconditioner
+from maml_depth.numerics.preconditioners import (
+    PRECONDITIONERS,
+    FactorFn,
+    Preconditioner,
+    register,
+)
+from maml_depth.numerics.tasks import LinearRegressionTasks
 
 __all__ = [
     "ELEMENTWISE_ACTIVATIONS",
@@ -74,70 +80,22 @@ ELEMENTWISE_ACTIVATIONS: tuple[type[nn.Module], ...] = (
 
 # -- preconditioners with Kronecker structure ---------------------------------------------
 
-#: ``fn(state, name, param) -> (left, right)``: the preconditioned direction of the gradient
-#: ``G`` of parameter ``name`` is ``left @ G @ right`` (``None`` = identity). For a bias (a
-#: vector g) it is ``left @ g`` and ``right`` must be None.
-FactorFn = Callable[[Params, str, Tensor], tuple[Tensor | None, Tensor | None]]
-
-_KRONECKER: dict[Preconditioner, FactorFn] = {}
-
 
 def register_kronecker(pre: Preconditioner, fn: FactorFn) -> Preconditioner:
-    """Declare that ``pre.apply`` maps the gradient ``G`` of each parameter to
-    ``left @ G @ right`` with ``(left, right) = fn(state, name, param)``, so the factorized
-    engine can run it. ``fn`` must be a pure, differentiable torch function of the state."""
-    _KRONECKER[pre] = fn
-    return pre
-
-
-def _identity_factors(state: Params, name: str, param: Tensor) -> tuple[None, None]:
-    return None, None
-
-
-register_kronecker(IDENTITY, _identity_factors)
-
-
-def _state(state: Params, key: str, pre: str) -> Tensor:
-    try:
-        return state[key]
-    except KeyError:
-        raise InvalidArgumentError(
-            f"{pre} state lacks {key!r} (keys {sorted(state)[:6]}...): initialise it with "
-            f"InnerConfig.init_state(model, params) for the adapted layers") from None
-
-
-def _register_meta_optimizers() -> None:
-    """Register the Kronecker factors of Meta-Curvature (``M_out G M_in``, bias ``M g``) and
-    KFO (``LᵀL G RᵀR``, bias ``LᵀL g``) from :mod:`~maml_depth.numerics.meta_optimizers`
-    (state keys ``"<param>|<factor>"``)."""
-    try:
-        from maml_depth.numerics import meta_optimizers as mo
-    except ImportError:  # pragma: no cover - the meta-optimizers module is optional
-        return
-
-    def mc(state: Params, name: str, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        if param.ndim == 1:
-            return _state(state, mo.state_key(name, "M"), "meta-curvature"), None
-        return (_state(state, mo.state_key(name, "M_out"), "meta-curvature"),
-                _state(state, mo.state_key(name, "M_in"), "meta-curvature"))
-
-    def kfo(state: Params, name: str, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        Lf = _state(state, mo.state_key(name, "L"), "kfo")
-        if param.ndim == 1:
-            return Lf.mT @ Lf, None
-        Rf = _state(state, mo.state_key(name, "R"), "kfo")
-        return Lf.mT @ Lf, Rf.mT @ Rf
-
-    for pre, fn in ((getattr(mo, "META_CURVATURE", None), mc), (getattr(mo, "KFO", None), kfo)):
-        if isinstance(pre, Preconditioner) and pre not in _KRONECKER:
-            register_kronecker(pre, fn)
+    """``pre`` with Kronecker factors ``fn`` (:meth:`Preconditioner.with_kronecker`): its
+    ``apply`` maps the gradient ``G`` of each parameter to ``left @ G @ right`` with
+    ``(left, right) = fn(state, name, param)``, so the factorized engine can run it. ``fn``
+    must be a pure, differentiable torch function of the state. Where ``pre`` is the
+    registered object of its name, the registry gets the new one."""
+    out = pre.with_kronecker(fn)
+    if PRECONDITIONERS.get(pre.name) is pre:
+        register(out, replace=True)
+    return out
 
 
 def kronecker_factors(pre: Preconditioner) -> FactorFn | None:
-    """The registered factor function of ``pre`` (None: not Kronecker-factored)."""
-    if pre not in _KRONECKER:
-        _register_meta_optimizers()
-    return _KRONECKER.get(pre)
+    """The optimizer's own factor function (None: not Kronecker-factored)."""
+    return pre.kronecker
 
 
 # -- the network as a chain of linear layers and elementwise functions ---------------------
@@ -165,15 +123,14 @@ def _elementwise(m: nn.Module) -> bool:
 
 
 def _forwards_net(model: nn.Module) -> bool:
-    """Models whose forward is ``self.net(x)``: MLP (and issue 6's LinNetMLP)."""
-    classes: list[type[nn.Module]] = [MLP]
-    try:
-        from maml_depth.numerics.models import LinNetMLP
-        classes.append(LinNetMLP)
-    except ImportError:  # pragma: no cover - optional module
-        pass
-    return any(type(model) is c or (isinstance(model, c) and type(model).forward is c.forward)
-               for c in classes)
+    """Models whose forward is literally ``return self.net(x)`` (the code of
+    :meth:`MLP.forward`; e.g. MLP and LinNetMLP) around an ``nn.Sequential`` ``net``: the
+    model answers by its own code, no class is named here."""
+    fwd = getattr(type(model).forward, "__code__", None)
+    ref = MLP.forward.__code__
+    return (fwd is not None and fwd.co_code == ref.co_code and fwd.co_names == ref.co_names
+            and fwd.co_varnames == ref.co_varnames
+            and isinstance(getattr(model, "net", None), nn.Sequential))
 
 
 def _chain_modules(model: nn.Module) -> list[nn.Module] | str:
@@ -270,9 +227,8 @@ def factorized_support(model: nn.Module, pre: Preconditioner,
         plan = factorized_plan(model)
     if isinstance(plan, str):
         return plan
-    if kronecker_factors(pre) is None:
-        return (f"preconditioner {pre.name!r} has no registered Kronecker factors (an "
-                f"elementwise one such as Meta-SGD does not keep the low-rank structure)")
+    if pre.kronecker is None:
+        return f"preconditioner {pre.name!r} has no Kronecker factors: {pre.no_kronecker}"
     return None
 
 
@@ -509,13 +465,11 @@ def factorized_post_adaptation_losses(
     (only the factors do): it is computed once and read by every inner step (and
     ``Xq W_1ᵀ + b_1`` once for the query set).
     """
-    from maml_depth.numerics.tasks import LinearRegressionTasks
-
     found = factorized_plan(model) if plan is None else plan
     if isinstance(found, str):
         raise InvalidArgumentError(f"engine='factorized' does not apply: {found}")
     plan = found
-    factor_fn = kronecker_factors(preconditioner)
+    factor_fn = preconditioner.kronecker
     if factor_fn is None:
         raise InvalidArgumentError(
             f"engine='factorized' does not apply: {factorized_support(model, preconditioner)}")

@@ -48,8 +48,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError, ShapeError
 from maml_depth.numerics.preconditioners import (
+    PRECONDITIONERS,
     Params,
     Preconditioner,
     get_preconditioner,
@@ -100,6 +102,11 @@ def _eye(n: int, like: Tensor) -> Tensor:
     return torch.eye(n, dtype=like.dtype, device=like.device)
 
 
+def _factors_of(state: Params, param: str) -> dict[str, Tensor]:
+    """The factors of ``param`` in ``state``, by factor name."""
+    return {k.split(SEP, 1)[1]: v for k, v in state.items() if k.split(SEP, 1)[0] == param}
+
+
 # -- Meta-SGD ------------------------------------------------------------------------------
 def _meta_sgd_init(params: Params, names: tuple[str, ...]) -> Params:
     return {state_key(n, "lr"): torch.ones_like(params[n]) for n in names}
@@ -109,10 +116,25 @@ def _meta_sgd_apply(state: Params, grads: Params) -> Params:
     return {n: _factor(state, n, "lr", "meta-sgd") * g for n, g in grads.items()}
 
 
+def _meta_sgd_shape(state: Params, param: str) -> tuple[int, ...] | None:
+    lr = _factors_of(state, param).get("lr")
+    return None if lr is None else tuple(lr.shape)
+
+
+def _meta_sgd_from_step_matrix(M: Tensor, name: str, d: int) -> Params:
+    """``φ = diag(P)/α`` (exact for a diagonal P; otherwise its diagonal is used)."""
+    return {state_key(name, "lr"): torch.diagonal(M).reshape(1, d).clone()}
+
+
 #: Meta-SGD: ``D = φ ⊙ G`` (φ init 1; the effective per-entry step is ``α φ``).
 META_SGD = register(Preconditioner(
     "meta-sgd", _meta_sgd_init, _meta_sgd_apply,
     "Meta-SGD (Li et al. 2017): learned per-entry step sizes, D = φ ⊙ G, φ init 1",
+    theory_class="diagonal", kronecker=None,
+    no_kronecker="an elementwise preconditioner such as Meta-SGD does not keep the low-rank "
+                 "structure of the gradient",
+    shape_of=_meta_sgd_shape, from_step_matrix=_meta_sgd_from_step_matrix,
+    references="Li, Zhou, Chen, Li (2017) 'Meta-SGD'",
 ))
 
 
@@ -148,11 +170,37 @@ def _mc_apply(state: Params, grads: Params) -> Params:
     return out
 
 
+def _mc_factors(state: Params, name: str, param: Tensor) -> tuple[Tensor | None, Tensor | None]:
+    """Kronecker factors of a linear layer: weight ``M_out G M_in``, bias ``M g``."""
+    if param.ndim == 1:
+        return _factor(state, name, "M", "meta-curvature"), None
+    return (_factor(state, name, "M_out", "meta-curvature"),
+            _factor(state, name, "M_in", "meta-curvature"))
+
+
+def _mc_shape(state: Params, param: str) -> tuple[int, ...] | None:
+    f = _factors_of(state, param)
+    if "M_f" not in f and "M_out" in f and "M_in" in f:
+        return (int(f["M_out"].shape[0]), int(f["M_in"].shape[0]))
+    if "M" in f:
+        return (int(f["M"].shape[0]),)
+    return None
+
+
+def _mc_from_step_matrix(M: Tensor, name: str, d: int) -> Params:
+    """``M_out = 1``, ``M_in = P/α`` (any P)."""
+    one = torch.ones(1, 1, dtype=M.dtype)
+    return {state_key(name, "M_out"): one, state_key(name, "M_in"): M.clone()}
+
+
 #: Meta-Curvature: ``D = M_o G M_i`` per weight (tensor-product form for kernels), ``M g``
 #: per bias; all factors init I.
 META_CURVATURE = register(Preconditioner(
     "meta-curvature", _mc_init, _mc_apply,
     "Meta-Curvature (Park & Oliva 2019): D = G ×₁ M_o ×₂ M_iᵀ ×₃ M_fᵀ, factors init I",
+    theory_class="full", kronecker=_mc_factors, shape_of=_mc_shape,
+    from_step_matrix=_mc_from_step_matrix,
+    references="Park & Oliva (NeurIPS 2019) 'Meta-Curvature'",
 ))
 
 
@@ -196,15 +244,43 @@ def _kfo_apply(state: Params, grads: Params) -> Params:
     return out
 
 
+def _kfo_factors(state: Params, name: str, param: Tensor
+                 ) -> tuple[Tensor | None, Tensor | None]:
+    """Kronecker factors of a linear layer: weight ``LᵀL G RᵀR``, bias ``LᵀL g``."""
+    Lf = _factor(state, name, "L", "kfo")
+    if param.ndim == 1:
+        return _gram(Lf), None
+    return _gram(Lf), _gram(_factor(state, name, "R", "kfo"))
+
+
+def _kfo_shape(state: Params, param: str) -> tuple[int, ...] | None:
+    f = _factors_of(state, param)
+    if "L" in f and "R" in f and len(f) == 2:
+        return (int(f["L"].shape[0]), int(f["R"].shape[0]))
+    if "L" in f and len(f) == 1:
+        return (int(f["L"].shape[0]),)
+    return None
+
+
+def _kfo_from_step_matrix(M: Tensor, name: str, d: int) -> Params:
+    """``L = 1``, ``R = (P/α)^{½}`` (P symmetric PSD; its symmetric part is used)."""
+    ev, U = torch.linalg.eigh(0.5 * (M + M.T))
+    return {state_key(name, "L"): torch.ones(1, 1, dtype=M.dtype),
+            state_key(name, "R"): (U * ev.clamp_min(0).sqrt()) @ U.T}
+
+
 #: KFO: ``D = LᵀL G RᵀR`` per weight, ``LᵀL g`` per bias, kernels ``R_iᵀR_i G[o] R_fᵀR_f``.
 KFO = register(Preconditioner(
     "kfo", _kfo_init, _kfo_apply,
     "KFO (Arnold et al. 2021): D = LᵀL G RᵀR, conv kernels (out, in, kh·kw) with "
     "in×in and (kh·kw)×(kh·kw) factors shared across output channels; L, R init I",
+    theory_class="full", kronecker=_kfo_factors, shape_of=_kfo_shape,
+    from_step_matrix=_kfo_from_step_matrix,
+    references="Arnold, Iqbal, Sha (AISTATS 2021), §4",
 ))
 
-#: The four optimizers compared in the results, MAML first.
-META_OPTIMIZERS: tuple[str, ...] = ("maml", "meta-sgd", "meta-curvature", "kfo")
+#: The optimizers the package registers (MAML first): the registry's names, not a copy.
+META_OPTIMIZERS: tuple[str, ...] = tuple(PRECONDITIONERS)
 
 
 # -- read-out as matrices ------------------------------------------------------------------
@@ -273,22 +349,12 @@ def _infer_shape(pre: Preconditioner, state: Params, param: str,
                  shape: tuple[int, ...] | torch.Size | None) -> tuple[int, ...]:
     if shape is not None:
         return tuple(int(s) for s in shape)
-    pick = {k.split(SEP, 1)[1]: v for k, v in state.items() if k.split(SEP, 1)[0] == param}
-    if pre.name == "meta-sgd" and "lr" in pick:
-        return tuple(pick["lr"].shape)
-    if pre.name == "meta-curvature":
-        if "M_f" not in pick and "M_out" in pick and "M_in" in pick:
-            return (pick["M_out"].shape[0], pick["M_in"].shape[0])
-        if "M" in pick:
-            return (pick["M"].shape[0],)
-    if pre.name == "kfo":
-        if "L" in pick and "R" in pick:
-            return (pick["L"].shape[0], pick["R"].shape[0])
-        if "L" in pick and len(pick) == 1:
-            return (pick["L"].shape[0],)
-    raise InvalidArgumentError(
-        f"cannot infer the shape of {param!r} from the {pre.name} state; pass shape=..."
-    )
+    found = pre.shape_of(state, param) if pre.shape_of is not None else None
+    if found is None:
+        raise InvalidArgumentError(
+            f"shape: cannot infer the shape of {param!r} from the {pre.name} state; "
+            f"pass shape=...")
+    return found
 
 
 def step_matrix(
@@ -331,23 +397,23 @@ def state_for_step_matrix(name: str | Preconditioner, P: Tensor | Any, alpha: fl
                           param_name: str, d: int) -> Params:
     """A state of optimizer ``name`` whose step matrix (:func:`step_matrix`) is ``P``.
 
-    The inverse of :func:`step_matrix` for a single-output linear weight ``(1, d)``:
-    Meta-SGD ``φ = diag(P)/α`` (P must be diagonal for an exact inverse; its diagonal is
-    used); Meta-Curvature ``M_in = P/α``; KFO ``R = (P/α)^{½}`` (P symmetric PSD). Used to
-    realise a class optimum of MATH.md §4 as a concrete optimizer state.
+    The inverse of :func:`step_matrix` for a single-output linear weight ``(1, d)``, from
+    the optimizer's own ``from_step_matrix``: Meta-SGD ``φ = diag(P)/α`` (P must be
+    diagonal for an exact inverse; its diagonal is used); Meta-Curvature ``M_in = P/α``;
+    KFO ``R = (P/α)^{½}`` (P symmetric PSD); MAML only ``P = α I``. Used to realise a class
+    optimum of MATH.md §4 as a concrete optimizer state.
     """
     pre = get_preconditioner(name)
-    params = {param_name: torch.zeros(1, int(d), dtype=torch.float64)}
-    state = pre.init(params, (param_name,))
-    Pt = torch.as_tensor(np.asarray(P, dtype=np.float64)) / float(alpha)
-    if pre.name == "meta-sgd":
-        state[state_key(param_name, "lr")] = torch.diagonal(Pt).reshape(1, int(d)).clone()
-    elif pre.name == "meta-curvature":
-        state[state_key(param_name, "M_in")] = Pt.clone()
-    elif pre.name == "kfo":
-        ev, U = torch.linalg.eigh(0.5 * (Pt + Pt.T))
-        state[state_key(param_name, "R")] = (U * ev.clamp_min(0).sqrt()) @ U.T
-    else:
+    if pre.from_step_matrix is None:
+        have = sorted(k for k, p in PRECONDITIONERS.items() if p.from_step_matrix is not None)
         raise InvalidArgumentError(
-            f"state_for_step_matrix supports meta-sgd, meta-curvature and kfo, got {pre.name!r}")
+            f"name: {pre.name!r} has no state-from-step-matrix inverse (optimizers with one: "
+            f"{have})")
+    d = _checks.positive_int("d", d)
+    alpha = _checks.finite_float("alpha", alpha, positive=True)
+    Pt = torch.as_tensor(np.asarray(P, dtype=np.float64)) / alpha
+    _checks.shape("P", tuple(Pt.shape), (d, d))
+    params = {param_name: torch.zeros(1, d, dtype=torch.float64)}
+    state = pre.init(params, (param_name,))
+    state.update(pre.from_step_matrix(Pt, param_name, d))
     return state

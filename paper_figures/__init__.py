@@ -5,8 +5,9 @@ real adaptation on fresh tasks), one module per figure, data cached.
 Build them with ``maml-depth figures [--only N,…] [--budget tiny|quick|full] [--out DIR]``
 or :func:`build_figure`; the gallery is ``paper_figures/README.md``.
 
-Import direction: this package may import validation/, numerics/ and theory/; nothing but
-the command line imports it.
+Import direction: this package may import the shared layer :mod:`maml_depth.common`,
+numerics/ and theory/ (never validation/ or another peer); nothing but the command line
+imports it.
 """
 
 from maml_depth.paper_figures.budget import BUDGETS, FigureBudget, get_budget

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from maml_depth.common import stats
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
 from maml_depth.paper_figures.runs import outer_config, progress_iter, train_and_measure
-from maml_depth.validation import stats
 
 NUMBER = 1
 NAME = "fig1_loss_surface"

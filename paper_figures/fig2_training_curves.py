@@ -74,13 +74,10 @@ def logr_family() -> Any:
                          W_bar=wb / wb.norm(), Sigma=S)
 
 
-def _logr_runs(budget: FigureBudget, progress: bool) -> dict[str, list[Any]] | str:
-    try:
-        fam = logr_family()
-    except ImportError as exc:  # the LogR task family has not landed
-        return f"LogisticTasks ({exc})"
+def _logr_runs(budget: FigureBudget, progress: bool) -> dict[str, list[Any]]:
     from maml_depth.numerics import DeepLinear, InnerConfig
 
+    fam = logr_family()
     c = LOGR
     d, h = c["d"], 2 * c["d"]
     inner = InnerConfig(alpha=c["alpha"], adapt="all")
@@ -108,16 +105,12 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
     frame.put_runs("shallow", runs["shallow"])
     frame.put_runs("deep", runs["deep-top"])
     logr = _logr_runs(budget, progress)
-    missing: list[str] = []
-    if isinstance(logr, str):
-        missing.append(logr)
-    else:
-        for kind in ("logr", "linnet"):
-            frame.put_runs(kind, logr[kind])
+    for kind in ("logr", "linnet"):
+        frame.put_runs(kind, logr[kind])
     return frame.finish(
         budget, logr={k: (list(v) if isinstance(v, tuple) else v) for k, v in LOGR.items()},
         logr_steps=budget.logr_steps, checkpoint_tasks=budget.checkpoint_tasks,
-        eval_tasks=budget.eval_tasks, not_available=missing)
+        eval_tasks=budget.eval_tasks)
 
 
 def render(data: FigureData) -> Any:
@@ -138,20 +131,16 @@ def render(data: FigureData) -> Any:
                    f"n = {m['setting']['n']} shots", y=0.45, va="center")
 
     title = "Binary classification (linear teacher)"
-    if "curves_logr" in data:
-        _bands(bx, data, (("logr", "LogR (1 layer)", C["shallow"]),
-                          ("linnet", "LogR+LinNet (+2 linear layers)", C["deep"])))
-        style.label_panel(bx, "b", title=title, xlabel=style.STEP_LABEL,
-                          ylabel="post-adaptation query loss (cross-entropy, nats)",
-                          legend="upper right")
-        lg = m["logr"]
-        style.note(bx, f"mean and 95% band over n = {n} seeds\n({m['checkpoint_tasks']} "
-                       f"fresh tasks per seed and point);\nα = {lg['alpha']}, "
-                       f"{lg['n_support']} shots, all layers adapted; no closed form",
-                   y=0.45, va="center")
-    else:
-        style.not_available(bx, "; ".join(m.get("not_available", [])) or "LogR tasks")
-        style.label_panel(bx, "b", title=title)
+    _bands(bx, data, (("logr", "LogR (1 layer)", C["shallow"]),
+                      ("linnet", "LogR+LinNet (+2 linear layers)", C["deep"])))
+    style.label_panel(bx, "b", title=title, xlabel=style.STEP_LABEL,
+                      ylabel="post-adaptation query loss (cross-entropy, nats)",
+                      legend="upper right")
+    lg = m["logr"]
+    style.note(bx, f"mean and 95% band over n = {n} seeds\n({m['checkpoint_tasks']} "
+                   f"fresh tasks per seed and point);\nα = {lg['alpha']}, "
+                   f"{lg['n_support']} shots, all layers adapted; no closed form",
+               y=0.45, va="center")
     return fig
 
 
@@ -165,7 +154,7 @@ def _bands(ax: Any, data: FigureData, series: tuple[tuple[str, str, str], ...]) 
 
 
 def caption(data: FigureData) -> str:
-    from maml_depth.validation import stats
+    from maml_depth.common import stats
 
     m = data.meta
     parts = []
@@ -184,14 +173,11 @@ def caption(data: FigureData) -> str:
         "because its frozen lower layers form the inner step's preconditioner, while the "
         "shallow one is held at E ℒ(αI) by its fixed step."
     )
-    if "final_logr" in data:
-        text += (f" (b) LogR {_iv(data['final_logr'], stats)} vs LogR+LinNet "
-                 f"{_iv(data['final_linnet'], stats)} query cross-entropy (nats; mean and 95% "
-                 f"CI over n = {m['seeds']} seeds, {m['eval_tasks']} fresh tasks each) after "
-                 f"{m['logr_steps']} steps; both models compute a linear score, no closed form "
-                 "exists here.")
-    else:
-        text += f" (b) not available: {'; '.join(m.get('not_available', []))}."
+    text += (f" (b) LogR {_iv(data['final_logr'], stats)} vs LogR+LinNet "
+             f"{_iv(data['final_linnet'], stats)} query cross-entropy (nats; mean and 95% "
+             f"CI over n = {m['seeds']} seeds, {m['eval_tasks']} fresh tasks each) after "
+             f"{m['logr_steps']} steps; both models compute a linear score, no closed form "
+             "exists here.")
     return text
 
 

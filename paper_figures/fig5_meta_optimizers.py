@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from maml_depth.numerics import PRECONDITIONERS
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
@@ -35,12 +36,22 @@ TITLE = "Meta-optimizers vs deep MAML"
 VERSION = 1
 FIGSIZE = (10.0, 4.2)
 
-#: (run kind, label, preconditioner class of its theoretical optimum)
+
+
+def _class_of(optimizer: str) -> str:
+    """The preconditioner class the optimizer object declares (MATH.md §4)."""
+    cls = PRECONDITIONERS[optimizer].theory_class
+    assert cls is not None, optimizer
+    return cls
+
+
+#: (run kind, label, preconditioner class of its theoretical optimum); the meta-optimizers'
+#: classes are those their objects declare
 METHODS: tuple[tuple[str, str, str], ...] = (
     ("shallow", "MAML", "fixed"),
-    ("meta-sgd", "Meta-SGD", "diagonal"),
-    ("meta-curvature", "Meta-Curvature", "full"),
-    ("kfo", "KFO", "full"),
+    ("meta-sgd", "Meta-SGD", _class_of("meta-sgd")),
+    ("meta-curvature", "Meta-Curvature", _class_of("meta-curvature")),
+    ("kfo", "KFO", _class_of("kfo")),
     ("deep-top", "Deep MAML", "full"),
 )
 COLOR_OF = {"shallow": "shallow", "meta-sgd": "meta-sgd", "meta-curvature": "meta-curvature",
@@ -60,33 +71,19 @@ def theory(Sigma: np.ndarray, Lam: np.ndarray, sigma: float, n: int, alpha: floa
     }
 
 
-def _available(kind: str) -> str | None:
-    """None when the run kind can run, else why not."""
-    if kind in ("shallow", "deep-top"):
-        return None
-    try:
-        from maml_depth.numerics import get_preconditioner
-
-        get_preconditioner(kind)
-    except Exception as exc:  # an optimizer that has not landed
-        return f"{kind} ({exc})"
-    return None
-
-
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
     frame = LinearFrame(LINEAR)
     s = frame.setting
     th = theory(frame.Sigma, frame.Lam, s.sigma, s.n, s.alpha)
     for k, v in th.items():
         frame.data.put(f"theory_{k}", v)
-    missing = {k: why for k, _, _ in METHODS if (why := _available(k)) is not None}
-    kinds = [k for k, _, _ in METHODS if k not in missing]
+    kinds = [k for k, _, _ in METHODS]
     runs = linear_runs(kinds, s, budget, desc="fig 5 runs", progress=progress)
     for kind in kinds:
         frame.put_runs(kind, runs[kind])
     return frame.finish(
         budget, eval_tasks=budget.eval_tasks, checkpoint_tasks=budget.checkpoint_tasks,
-        outer_lr={k: s.lr * LR_SCALE.get(k, 1.0) for k in kinds}, not_available=missing,
+        outer_lr={k: s.lr * LR_SCALE.get(k, 1.0) for k in kinds},
         diverged=[f"{k}: {r.diverged}" for k in kinds for r in runs[k] if r.diverged])
 
 
@@ -156,6 +153,4 @@ def caption(data: FigureData) -> str:
         "plain MAML. Outer learning rate (Adam, cosine): "
         + ", ".join(f"{k} {v:g}" for k, v in m.get("outer_lr", {}).items()) + "."
     )
-    if m.get("not_available"):
-        text += " Not available: " + "; ".join(m["not_available"].values()) + "."
     return text

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from maml_depth.common.settings import BOTTOM_LAYERS as SETTING
 from maml_depth.paper_figures import style
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
@@ -30,7 +31,6 @@ from maml_depth.paper_figures.runs import (
     interval_arrays,
     log_interval_arrays,
 )
-from maml_depth.validation.claim_bottom_layers import SETTING
 
 NUMBER = 6
 NAME = "fig6_alignment"
@@ -113,7 +113,7 @@ def render(data: FigureData) -> Any:
 
 
 def caption(data: FigureData) -> str:
-    from maml_depth.validation import stats
+    from maml_depth.common import stats
 
     m = data.meta
     last = data["angles_deg"][:, -1, -1]

@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from maml_depth.common.settings import LinearSetting
 from maml_depth.paper_figures.budget import FigureBudget
 from maml_depth.paper_figures.cache import FigureData
 from maml_depth.paper_figures.runs import Run, final_means, linear_family, stack_curves
-from maml_depth.validation.linear_setting import LinearSetting
 
 __all__ = ["SETTING_FIELDS", "LinearFrame"]
 

@@ -27,6 +27,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from maml_depth.common import stats
+from maml_depth.common.settings import B_L, DEPTH_HELPS, LinearSetting
+from maml_depth.errors import InvalidArgumentError
 from maml_depth.numerics import (
     DeepLinear,
     InnerConfig,
@@ -37,8 +40,6 @@ from maml_depth.numerics import (
     meta_train,
 )
 from maml_depth.paper_figures.budget import FigureBudget
-from maml_depth.validation import stats
-from maml_depth.validation.linear_setting import B_L, LinearSetting
 
 __all__ = [
     "EVAL_SEED",
@@ -57,7 +58,7 @@ __all__ = [
 
 #: the linear-regression setting of MATH.md §4 shared with claims 3–4 (d = 4, n = 10,
 #: σ = 0.5, α = 0.1, depth 3, hidden 2d, anisotropic rotated Σ and Λ, W̄ in range Λ)
-LINEAR = LinearSetting()
+LINEAR = DEPTH_HELPS
 #: seed of the fresh evaluation tasks (never a training seed)
 EVAL_SEED = 9_000_017
 #: seed of the task family (Σ, Λ, W̄) of every linear figure
@@ -203,7 +204,7 @@ def linear_run(kind: str, setting: LinearSetting, budget: FigureBudget, seed: in
     share one run.
     """
     if kind not in KINDS:
-        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+        raise InvalidArgumentError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     fam = linear_family(setting)
     model = _model(kind, setting, seed)
     outer = outer_config(budget.meta_steps, budget.checkpoints, meta_batch=setting.meta_batch,

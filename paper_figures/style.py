@@ -1,7 +1,7 @@
 """One matplotlib style for every paper figure.
 
 Readable fonts, light grids, no top/right spines, the Okabe–Ito colour-blind-safe palette of
-:mod:`maml_depth.validation.plots` (with fixed roles: shallow/MAML orange, deep blue, …),
+:mod:`maml_depth.common.plots` (with fixed roles: shallow/MAML orange, deep blue, …),
 theory drawn as lines (dashed/dotted), measurements as markers with 95% error bars or bands.
 Figures are :class:`matplotlib.figure.Figure` objects created without pyplot (no global
 state), drawn inside :func:`context`, and written atomically as PNG and PDF by :func:`save`
@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 
 from maml_depth._io import atomic_write_bytes
-from maml_depth.validation.plots import PALETTE
+from maml_depth.common.plots import COLORS, PALETTE
 
 __all__ = [
     "COLORS",
@@ -41,7 +41,6 @@ __all__ = [
     "errorbars",
     "label_panel",
     "new_figure",
-    "not_available",
     "note",
     "panel_label",
     "pixel_size",
@@ -54,18 +53,6 @@ __all__ = [
 #: resolution of the PNG files (PDF is vector)
 DPI = 150
 FORMATS: tuple[str, ...] = ("png", "pdf")
-
-#: semantic colour roles (Okabe–Ito)
-COLORS: dict[str, str] = {
-    "shallow": PALETTE[1],  # vermillion
-    "deep": PALETTE[0],  # blue
-    "deep-all": PALETTE[5],  # sky blue
-    "meta-sgd": PALETTE[2],  # bluish green
-    "meta-curvature": PALETTE[3],  # reddish purple
-    "kfo": PALETTE[4],  # orange
-    "theory": PALETTE[7],  # black
-    "reference": "#777777",
-}
 
 #: axis labels shared by the panels that plot a loss along meta-training
 STEP_LABEL = "meta-training step (outer iterations)"
@@ -186,15 +173,6 @@ def plain_log_axis(ax: Axes, axis: str = "y") -> None:
     target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     target.set_major_formatter(fmt)
     target.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
-
-
-def not_available(ax: Axes, what: str) -> None:
-    """Mark a panel whose input has not landed."""
-    ax.text(0.5, 0.5, f"not available:\n{what}", ha="center", va="center",
-            transform=ax.transAxes, fontsize=11, color=COLORS["reference"], wrap=True)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
 
 
 def panel_label(ax: Axes, letter: str) -> None:

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 from scipy.linalg import subspace_angles
 
+from maml_depth.common import stats
+from maml_depth.common.plots import trajectory_figure
+from maml_depth.common.settings import B_L, BOTTOM_LAYERS, describe, inner
 from maml_depth.numerics import DeepLinear, meta_train
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
-from maml_depth.validation.linear_setting import B_L, LinearSetting, describe, inner
-from maml_depth.validation.plots import trajectory_figure
 
 TOL_DEG = 10.0
-SETTING = LinearSetting(d=6, lam_rank=2, lam_range=(0.5, 2.0))
+SETTING = BOTTOM_LAYERS
 
 
 def angles_deg(B: np.ndarray, U: np.ndarray) -> np.ndarray:

@@ -17,15 +17,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from maml_depth.common import stats
+from maml_depth.common.plots import save_figure
+from maml_depth.common.settings import DEPTH_HELPS, describe, inner, train_nets
 from maml_depth.numerics import evaluate_losses
 from maml_depth.theory import fixed_step_loss, optimal_preconditioner
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
-from maml_depth.validation.linear_setting import LinearSetting, describe, inner, train_nets
-from maml_depth.validation.plots import save_figure
 
 TOL = 0.10  # the gap must be reproduced to within 10% of its predicted size
-SETTING = LinearSetting()
+SETTING = DEPTH_HELPS
 
 
 @claim("depth-helps", number=3, title="Depth helps",

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from scipy import stats as sps
 
+from maml_depth.common import stats
 from maml_depth.numerics import LinearRegressionTasks, monte_carlo_loss
 from maml_depth.theory import expected_loss
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
 
 REL_BAND = 0.01

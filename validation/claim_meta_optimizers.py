@@ -14,7 +14,8 @@ than the band allows).
 
 Nonlinear part (``meta-optimizers-nonlinear``, full budget only): sine regression and
 few-shot digits, each optimizer vs MAML at equal architecture, CI over seeds (the
-experiment of ``maml_depth.experiments.meta_optimizers``).
+experiment of ``maml_depth.experiments.meta_optimizers``, whose setting and jobs live in
+:mod:`maml_depth.common.nonlinear`).
 
 References: MATH.md §4, §5.6; paper §4 (Meta-SGD, Meta-Curvature, KFO).
 """
@@ -22,12 +23,15 @@ References: MATH.md §4, §5.6; paper §4 (Meta-SGD, Meta-Curvature, KFO).
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
+from maml_depth.common import stats
+from maml_depth.common.settings import spectrum_family
 from maml_depth.numerics import (
+    PRECONDITIONERS,
     DeepLinear,
     InnerConfig,
     LinearRegressionTasks,
@@ -36,23 +40,23 @@ from maml_depth.numerics import (
     post_adaptation_losses,
     state_for_step_matrix,
 )
+from maml_depth.numerics.preconditioners import TheoryClass
 from maml_depth.theory import fixed_step_loss, optimal_preconditioner
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
 
-#: optimizer -> its preconditioner class in MATH.md §4
-CLASSES: dict[str, Literal["full", "diagonal", "scalar"]] = {
-    "meta-sgd": "diagonal", "meta-curvature": "full", "kfo": "full"}
+#: optimizer -> its preconditioner class in MATH.md §4, as each registered optimizer
+#: declares it (MAML learns none and is the baseline)
+CLASSES: dict[str, TheoryClass] = {
+    name: p.theory_class for name, p in PRECONDITIONERS.items() if p.theory_class is not None}
 BAND = (0.9, 1.1)
 D, N_SUPPORT, SIGMA = 3, 5, 0.5
 
 
 def family(seed: int) -> LinearRegressionTasks:
-    g = torch.Generator().manual_seed(20_000 + seed)
+    """The claim's shallow family: rotated Σ (spectrum 0.3…3), Λ (2…0.2), fixed W̄."""
     W_bar = torch.linspace(1.0, -0.5, D, dtype=torch.float64).reshape(1, D)
-    return LinearRegressionTasks.from_spectrum(
-        np.geomspace(0.3, 3.0, D).tolist(), np.geomspace(2.0, 0.2, D).tolist(), sigma=SIGMA,
-        n_support=N_SUPPORT, W_bar=W_bar, generator=g)
+    return spectrum_family(seed, d=D, n=N_SUPPORT, sigma=SIGMA, W_bar=W_bar,
+                           sigma_range=(0.3, 3.0), lam_range=(2.0, 0.2), seed_offset=20_000)
 
 
 def per_task_losses(model: DeepLinear, params: dict[str, torch.Tensor],
@@ -116,14 +120,16 @@ def run_linear(ctx: RunContext) -> ClaimResult:
                  "MAML at equal architecture (paired 95% CI over seeds excludes 0).",
        reference="MATH.md §5.6; paper §4–5", budgets=("full",))
 def run_nonlinear(ctx: RunContext) -> ClaimResult:
-    from maml_depth.experiments import meta_optimizers as exp
+    from maml_depth.common import nonlinear as exp
 
     budget = exp.BUDGETS["full" if ctx.budget.name == "full" else "quick"]
     # one single-threaded process per CPU core (same results as one process: every job is
-    # seeded); a GPU runs the jobs one after the other
+    # seeded); a GPU runs the jobs one after the other; a Dask scheduler takes them to its
+    # cluster. The store resumes a killed run.
     workers = 1 if ctx.device.startswith("cuda") else max(1, os.cpu_count() or 1)
     results = exp.run_experiment(budget, device=ctx.device, workers=workers,
-                                 progress=ctx.progress)
+                                 progress=ctx.progress, executor=ctx.executor,
+                                 scheduler=ctx.scheduler, store=ctx.store_dir(), resume=True)
     rows = [r for r in exp.summarize(results) if r.optimizer != "maml"]
     wins = [r for r in rows if r.verdict == "beats MAML"]
     worse = [r for r in rows if r.verdict == "worse than MAML"]

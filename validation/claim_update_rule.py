@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from maml_depth.common import stats
 from maml_depth.numerics import DeepLinear, inner_adapt
 from maml_depth.theory import exact_update, first_order_preconditioner
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
 
 RTOL_UPDATE = 1e-10  # float64 round-off for products of ≤ 6 layers and ≤ 3 steps

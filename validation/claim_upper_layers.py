@@ -16,17 +16,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from maml_depth.common import stats
+from maml_depth.common.plots import trajectory_figure
+from maml_depth.common.settings import UPPER_LAYERS, TrainedNets, describe, train_nets
 from maml_depth.numerics import inner_adapt
 from maml_depth.theory import optimal_preconditioner
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
-from maml_depth.validation.linear_setting import LinearSetting, TrainedNets, describe, train_nets
-from maml_depth.validation.plots import trajectory_figure
 
 TOL_POPULATION = 1e-3
 TOL_SAMPLED = 0.15
 TOL_STEP = 1e-10
-SETTING = LinearSetting()
+SETTING = UPPER_LAYERS
 
 
 def rel_error(P: np.ndarray, P_star: np.ndarray) -> float:

@@ -25,39 +25,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from maml_depth.validation.stats import LEVEL, Interval
-
-Verdict = Literal["pass", "fail", "inconclusive", "error", "not available"]
-VERDICTS: tuple[str, ...] = ("pass", "fail", "inconclusive", "error", "not available")
+from maml_depth.common.budgets import CLAIM_BUDGETS as BUDGETS
+from maml_depth.common.budgets import Budget
+from maml_depth.common.stats import LEVEL, VERDICTS, Interval
+from maml_depth.errors import InvalidArgumentError
 
 #: Claim suites: ``paper`` (the paper's claims, run by ``make validate``) and ``neighbours``
 #: (neighbouring results of the field). ``--suite all`` selects both.
 SUITES: tuple[str, ...] = ("paper", "neighbours")
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much work a claim may do. ``quick`` runs every claim of ``make validate`` in under
-    10 minutes on 2 CPU cores; ``full`` is meant for a GPU or a cluster."""
-
-    name: str
-    cases: int  # random configurations for property-style claims
-    mc_tasks: int  # Monte Carlo tasks per configuration
-    meta_steps: int  # outer steps of a sampled-task meta-training run
-    population_steps: int  # outer steps on the population objective
-    seeds: int  # independent training seeds where a CI over seeds is reported
-    eval_tasks: int  # fresh tasks to measure a trained network
-    nonlinear: bool  # run the nonlinear (sine, digits) parts
-
-
-BUDGETS: dict[str, Budget] = {
-    "quick": Budget("quick", cases=40, mc_tasks=100_000, meta_steps=1000,
-                    population_steps=1500, seeds=3, eval_tasks=20_000, nonlinear=False),
-    "full": Budget("full", cases=300, mc_tasks=400_000, meta_steps=6000,
-                   population_steps=4000, seeds=8, eval_tasks=100_000, nonlinear=True),
-}
 
 
 @dataclass
@@ -90,7 +67,11 @@ class ClaimResult:
 
 @dataclass
 class RunContext:
-    """What a claim receives: the budget, a seed, a device, an output folder for figures."""
+    """What a claim receives: the budget, a seed, a device, an output folder for figures,
+    and for claims that run a grid (the full-budget ones) where it runs: ``executor``
+    (``"local"``, ``"dask"``, ``"serial"``; None: the claim's default), ``scheduler`` (a
+    Dask scheduler address, ``tcp://…``) and ``store`` (the resumable store's folder; None:
+    ``<out_dir>/../stores/<claim id>`` when ``out_dir`` is set, else a temporary one)."""
 
     claim_id: str
     budget: Budget
@@ -98,6 +79,17 @@ class RunContext:
     device: str = "cpu"
     out_dir: Path | None = None
     progress: bool = False
+    executor: str | None = None
+    scheduler: str | None = None
+    store: Path | None = None
+
+    def store_dir(self) -> Path | None:
+        """The folder of this claim's resumable grid store (None: a temporary one)."""
+        if self.store is not None:
+            return Path(self.store)
+        if self.out_dir is not None:
+            return Path(self.out_dir).parent / "stores" / self.claim_id
+        return None
 
     def result(
         self,
@@ -113,7 +105,7 @@ class RunContext:
         figures: list[str] | None = None,
     ) -> ClaimResult:
         if verdict not in VERDICTS:
-            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+            raise InvalidArgumentError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
         return ClaimResult(
             id=self.claim_id, verdict=verdict, measured=measured, theory=theory,
             ci=interval.as_list() if interval else None,
@@ -152,11 +144,11 @@ def claim(
     reports "not available"). ``suite``: one of :data:`SUITES` (``--suite`` selects by it).
     """
     if suite not in SUITES:
-        raise ValueError(f"suite must be one of {SUITES}, got {suite!r}")
+        raise InvalidArgumentError(f"suite must be one of {SUITES}, got {suite!r}")
 
     def deco(fn: Callable[[RunContext], ClaimResult]) -> Callable[[RunContext], ClaimResult]:
         if id in CLAIMS:
-            raise ValueError(f"a claim with id {id!r} is already registered")
+            raise InvalidArgumentError(f"a claim with id {id!r} is already registered")
         CLAIMS[id] = Claim(id, number, title, statement, reference, fn, tuple(budgets), suite)
         return fn
 

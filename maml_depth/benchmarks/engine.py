@@ -165,7 +165,7 @@ def _meta_loss_fn(peer: str, cfg: EngineConfig, model: Any, fam: Any, batch: Any
             return total
 
         return step
-    raise ValueError(f"unknown peer {peer!r}")
+    raise InvalidArgumentError(f"peer must be one of {list(PEERS)}, got {peer!r}")
 
 
 def _meta_gradient(peer: str, cfg: EngineConfig) -> list[Any]:
@@ -406,8 +406,8 @@ def paired_speedups(block_ms: dict[str, list[float]], ref: str, level: float = 0
                     ) -> dict[str, Any]:
     """How many times faster than ``ref`` each peer is, from interleaved blocks
     (:func:`paired`): the median over rounds of ``t_ref / t_peer`` with its distribution-free
-    confidence interval (:func:`maml_depth.validation.stats.median_interval`)."""
-    from maml_depth.validation.stats import median_interval
+    confidence interval (:func:`maml_depth.common.stats.median_interval`)."""
+    from maml_depth.common.stats import median_interval
 
     base = block_ms[ref]
     return {p: median_interval([a / b for a, b in zip(base, ms, strict=True)], level)
@@ -532,7 +532,7 @@ def _target_note(name: str, res: dict[str, dict[str, Any]],
     confidence interval (:func:`paired_speedups`); a target is then ``met`` when the whole
     interval lies above it, ``MISSED`` when it lies wholly below, else ``inconclusive``.
     Without it (the interleaved run failed) the ratio of the separate medians is used."""
-    from maml_depth.validation.stats import LEVEL, verdict_above
+    from maml_depth.common.stats import LEVEL, verdict_above
 
     tg = TARGETS.get(name)
     f = res.get("factorized", {})
@@ -607,7 +607,7 @@ def run(configs: list[str] | None = None, peers: list[str] | None = None, device
     """
     from tqdm.auto import tqdm
 
-    from maml_depth.validation.stats import Interval
+    from maml_depth.common.stats import Interval
 
     rounds = _checks.positive_int("rounds", rounds)
     paired_rounds = check_paired_rounds("paired_rounds", paired_rounds)

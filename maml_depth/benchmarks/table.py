@@ -6,6 +6,8 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from maml_depth.errors import ShapeError
+
 
 @dataclass
 class Table:
@@ -16,8 +18,9 @@ class Table:
 
     def add(self, *row: Any) -> None:
         if len(row) != len(self.columns):
-            raise ValueError(
-                f"row has {len(row)} cells, table {self.title!r} has {len(self.columns)}"
+            raise ShapeError(
+                f"row has {len(row)} cells, table {self.title!r} has {len(self.columns)} "
+                f"columns {self.columns}"
             )
         self.rows.append(list(row))
 

@@ -49,10 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from maml_depth.common.executors import check_options
     from maml_depth.errors import ConfigError
     from maml_depth.sweep.config import load_config
     from maml_depth.sweep.driver import default_out, run_sweep
-    from maml_depth.sweep.executors import check_options
     from maml_depth.sweep.points import varying_params
     from maml_depth.sweep.store import Store
 

@@ -18,7 +18,10 @@ Run::
 
     python -m maml_depth.experiments.meta_optimizers [--budget quick|full] [--out FILE]
 
-``quick`` fits about 20 minutes of two CPU cores; ``full`` is the paper-like budget (5 inner
+The jobs run through the shared grid driver (:func:`maml_depth.common.grid.run_grid`):
+``--executor local|dask|serial``, ``--scheduler tcp://…`` for a Dask cluster, and
+``--store DIR --resume`` to continue a killed run. ``quick`` fits about 20 minutes of two CPU
+cores; ``full`` is the paper-like budget (5 inner
 steps, more meta-steps and episodes; meant for a GPU). The document is written atomically.
 
 References: Arnold, Iqbal, Sha (AISTATS 2021), §4–5 and Table 2; Finn, Abbeel, Levine
@@ -34,19 +37,38 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+# the setting, the jobs and their summary are shared with the full-budget claim
+from maml_depth.common.nonlinear import (
+    BUDGETS,
+    DOMAINS,
+    MODELS,
+    OPTIMIZERS,
+    DomainBudget,
+    ExperimentBudget,
+    Job,
+    Row,
+    jobs_for,
+    mean_ci,
+    run_experiment,
+    run_job,
+    summarize,
+)
 from maml_depth.errors import InvalidArgumentError, MamlDepthError
 
 __all__ = [
     "BUDGETS",
-    "Budget",
+    "DOMAINS",
+    "MODELS",
+    "OPTIMIZERS",
     "DomainBudget",
+    "ExperimentBudget",
     "Job",
+    "Row",
     "jobs_for",
     "main",
     "render_markdown",
@@ -54,336 +76,6 @@ __all__ = [
     "run_job",
     "summarize",
 ]
-
-OPTIMIZERS: tuple[str, ...] = ("maml", "meta-sgd", "meta-curvature", "kfo")
-DOMAINS: tuple[str, ...] = ("sine", "digits-1shot", "digits-5shot")
-
-
-@dataclass(frozen=True)
-class DomainBudget:
-    """Meta-training and evaluation settings of one domain.
-
-    ``alpha``/``inner_steps``: the inner loop (same at meta-train and meta-test time);
-    ``meta_steps``/``meta_batch``/``lr``: the outer loop (Adam); ``eval_episodes``: fresh
-    meta-test episodes per seed (the same episodes for every model and optimizer);
-    ``n_query_train``/``n_query_test``: query points (sine) or query images per class
-    (digits); ``models``: model keys (see :data:`MODELS`).
-    """
-
-    meta_steps: int
-    meta_batch: int
-    lr: float
-    alpha: float
-    inner_steps: int
-    eval_episodes: int
-    n_query_train: int
-    n_query_test: int
-    models: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Budget:
-    """A named set of :class:`DomainBudget` s, the number of seeds and the dtype."""
-
-    name: str
-    seeds: int
-    sine: DomainBudget
-    digits: DomainBudget
-    dtype: str = "float32"
-
-    def domain(self, name: str) -> DomainBudget:
-        return self.sine if name == "sine" else self.digits
-
-
-BUDGETS: dict[str, Budget] = {
-    "quick": Budget(
-        name="quick", seeds=5,
-        sine=DomainBudget(meta_steps=1000, meta_batch=25, lr=1e-3, alpha=0.01, inner_steps=1,
-                          eval_episodes=1000, n_query_train=10, n_query_test=50,
-                          models=("mlp", "mlp+linnet")),
-        digits=DomainBudget(meta_steps=250, meta_batch=16, lr=3e-3, alpha=0.4, inner_steps=1,
-                            eval_episodes=500, n_query_train=5, n_query_test=15,
-                            models=("cnn", "cnn+linnet")),
-    ),
-    "full": Budget(
-        name="full", seeds=10,
-        sine=DomainBudget(meta_steps=20000, meta_batch=25, lr=1e-3, alpha=0.01, inner_steps=5,
-                          eval_episodes=5000, n_query_train=10, n_query_test=100,
-                          models=("mlp", "mlp+linnet")),
-        digits=DomainBudget(meta_steps=5000, meta_batch=16, lr=1e-3, alpha=0.4,
-                            inner_steps=5, eval_episodes=2000, n_query_train=15,
-                            n_query_test=15, models=("mlp", "cnn", "cnn+linnet")),
-    ),
-}
-
-#: model key -> (description, shallow/deeper label)
-MODELS: dict[str, tuple[str, str]] = {
-    "mlp": ("MLP (sine 1-40-40-1; digits 64-64-64-5), ReLU", "shallow"),
-    "mlp+linnet": ("the MLP + 2 linear h×h layers before the output (h = last hidden width; "
-                   "same capacity)",
-                   "deeper"),
-    "cnn": ("CNN: 2 × [conv 3×3, 16 ch, ReLU, max-pool 2], linear 64→5", "shallow"),
-    "cnn+linnet": ("the CNN + 2 linear 64×64 layers before the classifier (same capacity)",
-                   "deeper"),
-}
-
-
-@dataclass(frozen=True)
-class Job:
-    """One meta-training run: a domain, a model, an optimizer and a seed."""
-
-    domain: str
-    model: str
-    optimizer: str
-    seed: int
-
-
-def jobs_for(budget: Budget, domains: Sequence[str] = DOMAINS,
-             optimizers: Sequence[str] = OPTIMIZERS) -> list[Job]:
-    """Every (domain, model, optimizer, seed) of a budget, most expensive first."""
-    jobs = [Job(dom, model, opt, s)
-            for dom in domains for model in budget.domain(dom).models
-            for opt in optimizers for s in range(budget.seeds)]
-    cost = {"sine": 1.0, "digits-1shot": 3.0, "digits-5shot": 4.0}
-    return sorted(jobs, key=lambda j: -cost[j.domain] * (1.5 if "linnet" in j.model else 1.0))
-
-
-# -- building blocks -------------------------------------------------------------------------
-def _families(domain: str, db: DomainBudget, dtype: Any, device: Any) -> tuple[Any, Any]:
-    from maml_depth.numerics import DigitsFewShot, SineTasks
-
-    if domain == "sine":
-        return (SineTasks(10, db.n_query_train, dtype=dtype, device=device),
-                SineTasks(10, db.n_query_test, dtype=dtype, device=device))
-    k = 1 if domain == "digits-1shot" else 5
-    return (DigitsFewShot("train", 5, k, db.n_query_train, dtype=dtype, device=device),
-            DigitsFewShot("test", 5, k, db.n_query_test, dtype=dtype, device=device))
-
-
-def _model(domain: str, key: str, seed: int, dtype: Any, device: Any) -> Any:
-    import torch
-
-    from maml_depth.numerics import ConvNet, LinNetMLP
-
-    g = torch.Generator().manual_seed(10_000 + seed)  # same init for every optimizer
-    kw: dict[str, Any] = dict(generator=g, dtype=dtype, device=device)
-    if domain == "sine":
-        dims = (1, 40, 40, 1)
-    else:
-        dims = (64, 64, 64, 5)
-    if key == "mlp":
-        return LinNetMLP(dims, "relu", **kw)
-    if key == "mlp+linnet":
-        return LinNetMLP(dims, "relu", extra_linear=2, **kw)
-    if key == "cnn":
-        return ConvNet(5, (16, 16), **kw)
-    if key == "cnn+linnet":
-        return ConvNet(5, (16, 16), extra_linear=2, **kw)
-    raise InvalidArgumentError(f"model must be one of {sorted(MODELS)}, got {key!r}")
-
-
-@dataclass(frozen=True)
-class _QueryMetric:
-    """A task family whose ``query_loss`` is another per-task query metric."""
-
-    family: Any
-    metric: Callable[..., Any]
-
-    @property
-    def loss_fn(self) -> Any:
-        return self.family.loss_fn
-
-    def sample(self, num_tasks: int, generator: Any) -> Any:
-        return self.family.sample(num_tasks, generator)
-
-    def query_loss(self, model: Any, params: Any, Xq: Any, Yq: Any, W_t: Any) -> Any:
-        return self.metric(model, params, Xq, Yq, W_t)
-
-
-def run_job(job: Job, budget: Budget, device: str = "cpu", threads: int = 1) -> dict[str, Any]:
-    """Meta-train one model with one optimizer, then adapt it on fresh meta-test episodes.
-
-    Returns the per-seed means of the post-adaptation query loss and metric (sine: mean
-    squared error; digits: accuracy) over ``eval_episodes`` episodes drawn from a generator
-    seeded by ``100_000 + seed`` (identical across models and optimizers).
-    """
-    import torch
-
-    from maml_depth.numerics import (
-        InnerConfig,
-        OuterConfig,
-        meta_train,
-        post_adaptation_losses,
-        resolve_device,
-        resolve_dtype,
-    )
-
-    torch.set_num_threads(threads)
-    dev = resolve_device(device)
-    dt = resolve_dtype(budget.dtype)
-    db = budget.domain(job.domain)
-    train_fam, test_fam = _families(job.domain, db, dt, dev)
-    model = _model(job.domain, job.model, job.seed, dt, dev)
-    inner = InnerConfig(alpha=db.alpha, steps=db.inner_steps, preconditioner=job.optimizer)
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = meta_train(model, train_fam, inner,
-                     OuterConfig(db.meta_steps, db.meta_batch, db.lr,
-                                 log_every=max(1, db.meta_steps // 10)),
-                     seed=job.seed)
-    train_s = time.perf_counter() - t0
-    if job.domain == "sine":
-        metric_fam = _QueryMetric(test_fam, lambda *a: 2.0 * test_fam.query_loss(*a))
-    else:
-        metric_fam = _QueryMetric(test_fam, test_fam.query_accuracy)
-    gen = torch.Generator(device=dev).manual_seed(100_000 + job.seed)
-    losses: list[torch.Tensor] = []
-    metrics: list[torch.Tensor] = []
-    left = db.eval_episodes
-    while left > 0:
-        T = min(100, left)
-        batch = test_fam.sample(T, gen)
-        for fam, out in ((test_fam, losses), (metric_fam, metrics)):
-            v = post_adaptation_losses(model, res.params, batch, fam, inner,
-                                       precond_state=res.precond_state)
-            out.append(v.detach().to(torch.float64).cpu())
-        left -= T
-    loss = torch.cat(losses)
-    metric = torch.cat(metrics)
-    return {
-        **asdict(job),
-        "loss": float(loss.mean()), "metric": float(metric.mean()),
-        "metric_se_episodes": float(metric.std() / math.sqrt(metric.numel())),
-        "episodes": int(metric.numel()),
-        "train_seconds": train_s, "seconds": time.perf_counter() - t0,
-        "cpu_seconds": time.process_time() - c0,
-        "diverged": res.diverged, "steps_done": res.steps_done,
-        "train_post_loss_last": res.history.post_loss[-1] if res.history.post_loss else None,
-        "train_post_loss_first": res.history.post_loss[0] if res.history.post_loss else None,
-    }
-
-
-def _worker(args: tuple[Job, Budget, str, int]) -> dict[str, Any]:
-    return run_job(*args)
-
-
-def run_experiment(
-    budget: Budget,
-    *,
-    domains: Sequence[str] = DOMAINS,
-    optimizers: Sequence[str] = OPTIMIZERS,
-    workers: int = 1,
-    device: str = "cpu",
-    log: Callable[[str], None] | None = None,
-    progress: bool = False,
-) -> list[dict[str, Any]]:
-    """Run every job of ``budget`` (in ``workers`` processes with one thread each; the
-    results do not depend on ``workers``: every job is seeded and single-threaded), with a
-    progress bar over the jobs when ``progress``."""
-    from tqdm.auto import tqdm
-
-    jobs = jobs_for(budget, domains, optimizers)
-    out: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=f"meta-optimizers ({budget.name})", unit="job",
-               disable=not progress, leave=False)
-
-    def done(i: int, r: dict[str, Any]) -> None:
-        out.append(r)
-        bar.update(1)
-        bar.set_postfix_str(f"{r['domain']} {r['model']} {r['optimizer']} seed {r['seed']}")
-        if log is not None:
-            log(_progress(i, len(jobs), r, t0))
-
-    try:
-        if workers <= 1:
-            for i, j in enumerate(jobs, 1):
-                done(i, run_job(j, budget, device))
-            return out
-        import multiprocessing as mp
-
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futs = [pool.submit(_worker, (j, budget, device, 1)) for j in jobs]
-            for i, f in enumerate(as_completed(futs), 1):
-                done(i, f.result())
-        return out
-    finally:
-        bar.close()
-
-
-def _progress(i: int, n: int, r: dict[str, Any], t0: float) -> str:
-    return (f"[{i}/{n} {time.perf_counter() - t0:6.0f}s] {r['domain']:<13} {r['model']:<11} "
-            f"{r['optimizer']:<15} seed {r['seed']}: metric {r['metric']:.4f} "
-            f"({r['seconds']:.0f}s, cpu {r['cpu_seconds']:.0f}s)"
-            f"{' DIVERGED' if r['diverged'] else ''}")
-
-
-# -- statistics and the document -------------------------------------------------------------
-def _t975(df: int) -> float:
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, df)) if df > 0 else float("nan")
-
-
-def _mean_ci(values: Sequence[float]) -> tuple[float, float]:
-    n = len(values)
-    m = sum(values) / n
-    if n < 2:
-        return m, float("nan")
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    return m, _t975(n - 1) * sd / math.sqrt(n)
-
-
-@dataclass
-class Row:
-    """One (domain, model, optimizer) cell: over-seed mean and CI, paired Δ vs MAML."""
-
-    domain: str
-    model: str
-    optimizer: str
-    seeds: int
-    episodes: int
-    metric: float
-    metric_ci: float
-    loss: float
-    loss_ci: float
-    delta: float = float("nan")
-    delta_ci: float = float("nan")
-    verdict: str = ""
-    diverged: int = 0
-    per_seed: list[float] = field(default_factory=list)
-
-
-def summarize(results: Sequence[dict[str, Any]]) -> list[Row]:
-    """Aggregate per-seed results into :class:`Row` s; Δ = optimizer − MAML (paired by
-    seed), positive = better for accuracy, negative = better for MSE."""
-    by: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = {}
-    for r in results:
-        by.setdefault((r["domain"], r["model"], r["optimizer"]), {})[r["seed"]] = r
-    rows = []
-    for (dom, model, opt), seeds in sorted(by.items(), key=lambda kv: (
-            DOMAINS.index(kv[0][0]), kv[0][1], OPTIMIZERS.index(kv[0][2]))):
-        order = sorted(seeds)
-        metric = [seeds[s]["metric"] for s in order]
-        loss = [seeds[s]["loss"] for s in order]
-        m, mci = _mean_ci(metric)
-        lm, lci = _mean_ci(loss)
-        row = Row(dom, model, opt, len(order), seeds[order[0]]["episodes"], m, mci, lm, lci,
-                  diverged=sum(1 for s in order if seeds[s]["diverged"]), per_seed=metric)
-        base = by.get((dom, model, "maml"))
-        if opt != "maml" and base:
-            common = [s for s in order if s in base]
-            diffs = [seeds[s]["metric"] - base[s]["metric"] for s in common]
-            if diffs:
-                row.delta, row.delta_ci = _mean_ci(diffs)
-                better = row.delta > 0 if dom.startswith("digits") else row.delta < 0
-                if math.isnan(row.delta_ci) or abs(row.delta) <= row.delta_ci:
-                    row.verdict = "no significant difference"
-                else:
-                    row.verdict = "beats MAML" if better else "worse than MAML"
-        rows.append(row)
-    return rows
-
 
 _TITLES = {"sine": "Sine regression (10 shots)",
            "digits-1shot": "Digits 5-way 1-shot (meta-test classes: digits 5–9 × 4 rotations)",
@@ -406,7 +98,8 @@ def _fmt_ci(domain: str, x: float) -> str:
     return f"{100 * x:.1f} pp" if domain.startswith("digits") else f"{x:.3f}"
 
 
-def render_markdown(results: Sequence[dict[str, Any]], budget: Budget, *, wall_s: float,
+def render_markdown(results: Sequence[dict[str, Any]], budget: ExperimentBudget, *,
+                    wall_s: float,
                     command: str, device: str, workers: int) -> str:
     """The results document (markdown)."""
     import torch
@@ -553,7 +246,7 @@ def _verdicts(rows: Sequence[Row]) -> list[str]:
         deep = maml.get((dom, model + "+linnet"))
         if deep is None or len(deep.per_seed) != len(r.per_seed):
             continue
-        diff, ci = _mean_ci([b - a for a, b in zip(r.per_seed, deep.per_seed, strict=True)])
+        diff, ci = mean_ci([b - a for a, b in zip(r.per_seed, deep.per_seed, strict=True)])
         better = diff > 0 if dom.startswith("digits") else diff < 0
         sig = not math.isnan(ci) and abs(diff) > ci
         word = ("deeper significantly better" if sig and better else
@@ -586,6 +279,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="also write the per-run results as JSON (atomically) to this file")
     p.add_argument("--from-raw", default=None,
                    help="re-render the document from a --raw JSON file (no training)")
+    p.add_argument("--executor", default=None, choices=("local", "dask", "serial"),
+                   help="where the jobs run (default: serial for 1 worker, else local; dask "
+                        "with --scheduler)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a Dask scheduler (tcp://…): run the jobs on its cluster")
+    p.add_argument("--store", default=None, metavar="DIR",
+                   help="resumable results store (default: a temporary folder)")
+    p.add_argument("--resume", action="store_true",
+                   help="with --store: skip the jobs already stored (continue a killed run)")
     args = p.parse_args(argv)
     try:
         domains = [d.strip() for d in args.domains.split(",") if d.strip()]
@@ -600,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.seeds < 2:
                 raise InvalidArgumentError(f"--seeds must be ≥ 2 (for a CI), got {args.seeds}")
             budget = replace(budget, seeds=args.seeds)
-        workers = 1 if args.device != "cpu" else args.workers
+        workers = 1 if args.device != "cpu" and args.scheduler is None else args.workers
+        if args.resume and args.store is None:
+            raise InvalidArgumentError("--resume needs --store DIR (the store to resume)")
         from maml_depth._io import atomic_write_json, atomic_write_text
 
         if args.from_raw:
@@ -610,8 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             t0 = time.perf_counter()
             results = run_experiment(budget, domains=domains, workers=workers,
-                                     device=args.device,
-                                     log=lambda s: print(s, file=sys.stderr, flush=True))
+                                     device=args.device, executor=args.executor,
+                                     scheduler=args.scheduler, store=args.store,
+                                     resume=args.resume, progress=True)
             wall = time.perf_counter() - t0
             if args.raw:
                 atomic_write_json(args.raw, {"budget": asdict(budget), "wall_s": wall,

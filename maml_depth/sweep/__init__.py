@@ -5,17 +5,26 @@ A sweep file (TOML, schema in :mod:`maml_depth.sweep.config`) expands into point
 and/or a list, :mod:`maml_depth.sweep.points`); each point meta-trains a deep linear network
 and records its post-adaptation loss, the closed-form prediction where one exists and the
 statistics of its extracted preconditioner (:mod:`maml_depth.sweep.runner`), as one
-checksummed JSON record keyed by the sha256 of the point and the package version
-(:mod:`maml_depth.sweep.store`). Points run on any ``concurrent.futures``-style executor or
-Dask (:mod:`maml_depth.sweep.executors`); :func:`run_sweep` drives them, and
+checksummed JSON record keyed by the sha256 of the point and the package version (the
+shared store :mod:`maml_depth.common.store`). Points run on any ``concurrent.futures``-style
+executor or Dask (:mod:`maml_depth.common.executors`); :func:`run_sweep` drives them through
+the shared grid driver :mod:`maml_depth.common.grid`, and
 :mod:`maml_depth.sweep.summary` writes the table and plot. Command line:
 ``maml-depth sweep CONFIG.toml`` (docs/sweeps.md).
 """
 
-from maml_depth.sweep.config import PARAMS, SweepConfig, load_config, parse_config
+from maml_depth.common.store import canonical_json, point_key
+from maml_depth.sweep.config import (
+    PARAMS,
+    RESULT_FIELDS,
+    Point,
+    SweepConfig,
+    expand_points,
+    load_config,
+    parse_config,
+)
 from maml_depth.sweep.driver import SweepReport, run_sweep
-from maml_depth.sweep.points import Point, canonical_json, expand_points, point_key
-from maml_depth.sweep.runner import RESULT_FIELDS, run_point
+from maml_depth.sweep.runner import run_point
 from maml_depth.sweep.store import (
     SCHEMA_VERSION,
     CorruptRecordWarning,

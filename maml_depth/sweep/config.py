@@ -66,14 +66,16 @@ with the offending key (``grid.depth[1] must be a positive integer …``).
 from __future__ import annotations
 
 import difflib
-import math
+import itertools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from maml_depth.errors import ConfigError
+from maml_depth import _checks
+from maml_depth.common.store import canonical_json, package_version, point_key
+from maml_depth.errors import ConfigError, InvalidArgumentError
 
 try:  # Python ≥ 3.11
     import tomllib
@@ -84,50 +86,28 @@ SECTIONS = ("sweep", "fixed", "grid", "points")
 SWEEP_KEYS = ("name", "description", "x", "group_by")
 
 # --- value checkers: (where, value) -> normalised value, or ConfigError naming `where` ------
+# Every checker is a maml_depth._checks validator whose InvalidArgumentError (naming `where`,
+# showing the value, saying what is accepted) is re-raised as a ConfigError.
 Checker = Callable[[str, Any], Any]
 
 
-def _type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a float", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+def _config(check: Callable[..., Any], **kw: Any) -> Checker:
+    """``check(where, value, **kw)`` with its errors as :class:`ConfigError`."""
+    def run(where: str, v: Any) -> Any:
+        try:
+            return check(where, v, **kw)
+        except ConfigError:
+            raise
+        except InvalidArgumentError as exc:
+            raise ConfigError(str(exc)) from None
+    return run
 
 
-def _int(where: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(f"{where} must be an integer ≥ {lo}, got {_type_name(v)} {v!r}")
-    if v < lo:
-        what = "a positive integer" if lo == 1 else f"an integer ≥ {lo}"
-        raise ConfigError(f"{where} must be {what}, got {v!r}")
-    return int(v)
-
-
-def _float(where: str, v: Any, *, lo: float, strict: bool) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ConfigError(f"{where} must be a number, got {_type_name(v)} {v!r}")
-    x = float(v)
-    if not math.isfinite(x):
-        raise ConfigError(f"{where} must be finite, got {v!r}")
-    if (strict and x <= lo) or (not strict and x < lo):
-        raise ConfigError(f"{where} must be {'>' if strict else '≥'} {lo:g}, got {v!r}")
-    return x
-
-
-def _bool(where: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ConfigError(f"{where} must be true or false, got {_type_name(v)} {v!r}")
-    return v
+pos_int = _config(_checks.integer)
 
 
 def _choice(*options: str) -> Checker:
-    def check(where: str, v: Any) -> str:
-        if not isinstance(v, str) or v.strip().lower() not in options:
-            raise ConfigError(f"{where} must be one of {list(options)}, got {v!r}")
-        return v.strip().lower()
-    return check
-
-
-def pos_int(where: str, v: Any) -> int:
-    return _int(where, v, 1)
+    return _config(_checks.choice, options=options)
 
 
 def _width(where: str, v: Any) -> int | list[int]:
@@ -136,56 +116,34 @@ def _width(where: str, v: Any) -> int | list[int]:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ConfigError(
             f"{where} must be a positive integer or a list of hidden widths, "
-            f"got {_type_name(v)} {v!r}")
+            f"got {_checks.type_name(v)} {v!r}")
     return pos_int(where, v)
 
 
-def _adapt(where: str, v: Any) -> str | int | list[int]:
-    if isinstance(v, str):
-        text = v.strip().lower()
-        if text in ("top", "all", "anil"):
-            return "top" if text == "anil" else text
-        if re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*", text):
-            return sorted({int(p) for p in text.split(",")})
-        raise ConfigError(
-            f"{where} must be 'top', 'all', a layer index or a list like [1, 3], got {v!r}")
-    if isinstance(v, list):
-        if not v:
-            raise ConfigError(f"{where} is an empty list: name at least one layer")
-        return sorted({pos_int(f"{where}[{i}]", j) for i, j in enumerate(v)})
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ConfigError(
-            f"{where} must be 'top', 'all', a layer index or a list of indices, "
-            f"got {_type_name(v)} {v!r}")
-    return pos_int(where, v)
-
-
-def _n_query(where: str, v: Any) -> int | str:
-    if isinstance(v, str) and v.strip().lower() == "population":
-        return "population"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return pos_int(where, v)
-    raise ConfigError(f"{where} must be a positive integer or 'population', got {v!r}")
-
-
-def _lam_rank(where: str, v: Any) -> int | str:
-    if isinstance(v, str) and v.strip().lower() == "full":
-        return "full"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return pos_int(where, v)
-    raise ConfigError(f"{where} must be a positive integer (≤ d) or 'full', got {v!r}")
+def _int_or(word: str, what: str) -> Checker:
+    """A positive integer or the word ``word``."""
+    def check(where: str, v: Any) -> int | str:
+        if isinstance(v, str) and v.strip().lower() == word:
+            return word
+        if isinstance(v, int) and not isinstance(v, bool):
+            return pos_int(where, v)
+        raise ConfigError(f"{where} must be {what} or {word!r}, got {v!r}")
+    return check
 
 
 def _optimizer(where: str, v: Any) -> str:
-    from maml_depth.numerics import PRECONDITIONERS  # the package registers every one
+    from maml_depth.numerics import get_preconditioner  # the package registers every one
 
     if not isinstance(v, str):
-        raise ConfigError(f"{where} must be a string, got {_type_name(v)} {v!r}")
-    key = v.strip().lower().replace("-", "").replace("_", "")
-    for name in PRECONDITIONERS:
-        if name.replace("-", "").replace("_", "") == key:
-            return name
-    raise ConfigError(f"{where} must be one of {sorted(PRECONDITIONERS)}, got {v!r}")
+        raise ConfigError(f"{where} must be a string, got {_checks.type_name(v)} {v!r}")
+    try:
+        return get_preconditioner(v).name
+    except InvalidArgumentError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _real(low: float, *, open_low: bool = False) -> Checker:
+    return _config(_checks.number, low=low, open_low=open_low)
 
 
 @dataclass(frozen=True)
@@ -203,29 +161,50 @@ PARAMS: dict[str, Param] = {
     "m": Param(pos_int, 1, "outputs m"),
     "depth": Param(pos_int, 2, "layers L"),
     "width": Param(_width, 8, "hidden width(s)"),
-    "adapt": Param(_adapt, "top", "adapted layers"),
+    "adapt": Param(_config(_checks.parse_adapt), "top", "adapted layers"),
     "inner_steps": Param(pos_int, 1, "inner steps k"),
-    "alpha": Param(lambda w, v: _float(w, v, lo=0.0, strict=True), 0.1, "inner step size α"),
-    "first_order": Param(_bool, False, "FOMAML"),
+    "alpha": Param(_real(0.0, open_low=True), 0.1, "inner step size α"),
+    "first_order": Param(_config(_checks.boolean), False, "FOMAML"),
     "optimizer": Param(_optimizer, "maml", "inner-update preconditioner"),
     "shots": Param(pos_int, 10, "support samples n"),
-    "n_query": Param(_n_query, "population", "query samples or 'population'"),
-    "anisotropy": Param(lambda w, v: _float(w, v, lo=1.0, strict=False), 1.0,
+    "n_query": Param(_int_or("population", "a positive integer"), "population",
+                     "query samples or 'population'"),
+    "anisotropy": Param(_real(1.0), 1.0,
                         "condition number of Σ"),
-    "rotation": Param(_bool, True, "Haar-rotate Σ and Λ"),
-    "lam_rank": Param(_lam_rank, "full", "rank of Λ"),
-    "tau": Param(lambda w, v: _float(w, v, lo=0.0, strict=False), 1.0, "task spread τ"),
-    "noise": Param(lambda w, v: _float(w, v, lo=0.0, strict=False), 0.1, "noise std σ"),
-    "w_bar": Param(lambda w, v: _float(w, v, lo=0.0, strict=False), 0.0, "row norm of W̄"),
+    "rotation": Param(_config(_checks.boolean), True, "Haar-rotate Σ and Λ"),
+    "lam_rank": Param(_int_or("full", "a positive integer (≤ d)"), "full", "rank of Λ"),
+    "tau": Param(_real(0.0), 1.0, "task spread τ"),
+    "noise": Param(_real(0.0), 0.1, "noise std σ"),
+    "w_bar": Param(_real(0.0), 0.0, "row norm of W̄"),
     "init": Param(_choice("balanced", "gaussian", "identity"), "balanced", "initialisation"),
-    "init_scale": Param(lambda w, v: _float(w, v, lo=0.0, strict=True), 0.5, "init scale"),
+    "init_scale": Param(_real(0.0, open_low=True), 0.5, "init scale"),
     "meta_steps": Param(pos_int, 200, "outer steps"),
     "meta_batch": Param(pos_int, 16, "tasks per outer step"),
-    "lr": Param(lambda w, v: _float(w, v, lo=0.0, strict=True), 0.01, "outer learning rate"),
+    "lr": Param(_real(0.0, open_low=True), 0.01, "outer learning rate"),
     "outer_optimizer": Param(_choice("adam", "sgd"), "adam", "outer optimizer"),
-    "eval_tasks": Param(lambda w, v: _int(w, v, 2), 1000, "fresh evaluation tasks"),
+    "eval_tasks": Param(_config(_checks.integer, minimum=2), 1000, "fresh evaluation tasks"),
     "dtype": Param(_choice("float64", "float32"), "float64", "precision"),
-    "seed": Param(lambda w, v: _int(w, v, 0), 0, "seed"),
+    "seed": Param(_config(_checks.integer, minimum=0), 0, "seed"),
+}
+
+
+#: The fields of a record's ``result`` (all numbers may be ``null``):
+RESULT_FIELDS: dict[str, str] = {
+    "post_loss": "mean post-adaptation query loss on eval_tasks fresh tasks",
+    "post_loss_se": "its standard error",
+    "pre_loss": "mean query loss of the meta-learned initialisation on the same tasks",
+    "eval_tasks": "number of fresh evaluation tasks",
+    "steps_done": "outer steps completed",
+    "train_post_loss": "last logged meta-batch post-adaptation loss during training",
+    "theory_loss": "closed-form prediction of post_loss at the meta-training optimum",
+    "theory_kind": "which prediction: 'deep: E L(P*)' or 'shallow: E L(alpha I)' (or null)",
+    "theory_note": "why there is no prediction (or null)",
+    "theory_gap": "post_loss - theory_loss",
+    "theory_loss_at_weights": "closed-form expected loss of the trained weights (k = 1, top "
+                              "layer adapted): a diagnostic, not a measurement",
+    "precond_rel_err": "||P - P*||_F / ||P*||_F of the extracted P = alpha B_L^T B_L",
+    "precond_alignment": "<P, P*>_F / (||P||_F ||P*||_F)",
+    "w_dist": "||W - W_bar||_F of the meta-learned end-to-end map",
 }
 
 
@@ -301,16 +280,71 @@ class SweepConfig:
     source: str | None = None
     text: str | None = field(default=None, repr=False)
 
-    def expand(self) -> list[Any]:
-        """The points (see :func:`maml_depth.sweep.points.expand_points`)."""
-        from maml_depth.sweep.points import expand_points
-
+    def expand(self) -> list[Point]:
+        """The points (see :func:`expand_points`)."""
         return expand_points(self)
+
+
+# --- points: the expansion of a config, and the key that names each point ----------------
+# A point is a complete parameter dict (every key of PARAMS, defaults filled in, values
+# normalised by their checkers so that ``alpha = 1`` and ``alpha = 1.0`` are the same point);
+# its key is :func:`maml_depth.common.store.point_key` (sha256 of the canonical JSON of the
+# point and the package version). Two points with equal parameters are one point.
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep: its ``key``, its complete ``params`` and its position."""
+
+    key: str
+    params: dict[str, Any]
+    index: int
+
+    def label(self, keys: list[str] | tuple[str, ...] | None = None) -> str:
+        ks = keys if keys is not None else sorted(self.params)
+        return ", ".join(f"{k}={self.params[k]}" for k in ks)
+
+
+def expand_points(cfg: SweepConfig) -> list[Point]:
+    """Every point of ``cfg`` in order: ``[[points]]`` entries outermost, then the grid in
+    the file's key order (last key fastest); duplicates are dropped (first kept).
+
+    Raises :class:`ConfigError` (naming the key and the point) for cross-parameter
+    violations, e.g. an adapted layer beyond ``depth``.
+    """
+    grid_keys = list(cfg.grid)
+    combos = list(itertools.product(*(cfg.grid[k] for k in grid_keys)))
+    out: list[Point] = []
+    seen: set[str] = set()
+    version = package_version()
+    for i, entry in enumerate(cfg.points):
+        for combo in combos:
+            params = defaults() | cfg.fixed | entry | dict(zip(grid_keys, combo, strict=True))
+            varied = {k: params[k] for k in (*entry, *grid_keys)}
+            where = ", ".join(f"{k}={v}" for k, v in varied.items()) or "every point"
+            if len(cfg.points) > 1:
+                where = f"points[{i}]: {where}"
+            check_point(params, where)
+            key = point_key(params, version)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append(Point(key=key, params=params, index=len(out)))
+    if not out:  # pragma: no cover - every section is non-empty by construction
+        raise ConfigError("the sweep has no points")
+    return out
+
+
+def varying_params(points: list[Point]) -> list[str]:
+    """Parameters that take more than one value among ``points`` (schema order)."""
+    if not points:
+        return []
+    keys = list(points[0].params)
+    return [k for k in keys
+            if len({canonical_json(p.params[k]) for p in points}) > 1]
 
 
 def _table(where: str, v: Any) -> dict[str, Any]:
     if not isinstance(v, dict):
-        raise ConfigError(f"{where} must be a table, got {_type_name(v)} {v!r}")
+        raise ConfigError(f"{where} must be a table, got {_checks.type_name(v)} {v!r}")
     return v
 
 
@@ -345,7 +379,7 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
         if not isinstance(values, list):
             raise ConfigError(
                 f"grid.{k} must be a list of values (e.g. {k} = [{values!r}]), "
-                f"got {_type_name(values)} {values!r}")
+                f"got {_checks.type_name(values)} {values!r}")
         if not values:
             raise ConfigError(f"grid.{k} is empty: give at least one value")
         if k in fixed:
@@ -357,7 +391,7 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
     else:
         if not isinstance(raw_points, list):
             raise ConfigError(f"points must be an array of tables ([[points]]), "
-                              f"got {_type_name(raw_points)}")
+                              f"got {_checks.type_name(raw_points)}")
         if not raw_points:
             raise ConfigError("points is empty: give at least one [[points]] table")
         points = []

@@ -1,9 +1,11 @@
 """Running one sweep point: build its tasks and network, meta-train, measure, compare.
 
-:func:`run_point` is what the executors run on a worker. It never writes files and never
-raises for a failing point: divergence or any exception becomes ``status = "failed"`` with
-the error, so the sweep goes on. Torch is limited to ``threads`` (default 1) threads while
-it runs, so a pool of workers does not oversubscribe the cores.
+:func:`measure` is the sweep's grid task: the executors run it on a worker through
+:func:`~maml_depth.common.executors.run_task` (:func:`run_point` is that call), which never
+writes files and never raises for a failing point: divergence or any exception becomes
+``status = "failed"`` with the error, so the sweep goes on. Torch is limited to
+``threads`` (default 1) threads while it runs, so a pool of workers does not oversubscribe
+the cores.
 
 A point (see :mod:`maml_depth.sweep.config`) is built as follows, with independent
 generators for the family, the initialisation, training and evaluation, each seeded from
@@ -11,7 +13,8 @@ generators for the family, the initialisation, training and evaluation, each see
 
 - Σ = Q diag(s) Qᵀ, ``s`` log-spaced in ``[1, anisotropy]`` and scaled to mean 1;
   Λ = τ² R diag(1,…,1,0,…,0) Rᵀ of rank ``lam_rank``; Q, R Haar-random when ``rotation``
-  (else identity); W̄ = 0, or rows of norm ``w_bar`` drawn in the range of Λ;
+  (else identity); W̄ = 0, or rows of norm ``w_bar`` drawn in the range of Λ
+  (:func:`maml_depth.common.settings.w_bar_in_range`, the package's one such draw);
 - a :class:`~maml_depth.numerics.DeepLinear` of widths ``(d, width…, m)``;
 - ``meta_train`` with the inner and outer settings of the point, then the post-adaptation
   loss on ``eval_tasks`` fresh tasks (real adaptation with autograd), from its own seed.
@@ -21,36 +24,13 @@ The ``result`` of an ``ok`` record has the fields of :data:`RESULT_FIELDS`.
 
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import math
-import os
-import socket
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from maml_depth.sweep.config import adapted_layers, hidden_widths, layer_dims
-
-#: The fields of a record's ``result`` (all numbers may be ``null``):
-RESULT_FIELDS: dict[str, str] = {
-    "post_loss": "mean post-adaptation query loss on eval_tasks fresh tasks",
-    "post_loss_se": "its standard error",
-    "pre_loss": "mean query loss of the meta-learned initialisation on the same tasks",
-    "eval_tasks": "number of fresh evaluation tasks",
-    "steps_done": "outer steps completed",
-    "train_post_loss": "last logged meta-batch post-adaptation loss during training",
-    "theory_loss": "closed-form prediction of post_loss at the meta-training optimum",
-    "theory_kind": "which prediction: 'deep: E L(P*)' or 'shallow: E L(alpha I)' (or null)",
-    "theory_note": "why there is no prediction (or null)",
-    "theory_gap": "post_loss - theory_loss",
-    "theory_loss_at_weights": "closed-form expected loss of the trained weights (k = 1, top "
-                              "layer adapted): a diagnostic, not a measurement",
-    "precond_rel_err": "||P - P*||_F / ||P*||_F of the extracted P = alpha B_L^T B_L",
-    "precond_alignment": "<P, P*>_F / (||P||_F ||P*||_F)",
-    "w_dist": "||W - W_bar||_F of the meta-learned end-to-end map",
-}
-
+from maml_depth.common.executors import run_task
+from maml_depth.sweep.config import RESULT_FIELDS, adapted_layers, hidden_widths, layer_dims
 
 #: evaluation tasks are drawn in chunks of this many (fixed: it determines the tasks drawn)
 EVAL_CHUNK = 512
@@ -66,6 +46,7 @@ def build_family(point: Mapping[str, Any]) -> Any:
     """The point's :class:`~maml_depth.numerics.LinearRegressionTasks`."""
     import torch
 
+    from maml_depth.common.settings import w_bar_in_range
     from maml_depth.numerics import LinearRegressionTasks, resolve_dtype
 
     dtype = resolve_dtype(point["dtype"])
@@ -82,13 +63,7 @@ def build_family(point: Mapping[str, Any]) -> Any:
         eigs.tolist(), lam, m=m, sigma=point["noise"], n_support=point["shots"],
         n_query=n_query, rotate=bool(point["rotation"]), generator=gen, dtype=torch.float64)
     if point["w_bar"] > 0:
-        evals, evecs = torch.linalg.eigh(fam.Lam)
-        half = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-        Z = torch.randn(m, d, generator=gen, dtype=torch.float64)
-        U = Z @ half
-        norms = U.norm(dim=1, keepdim=True)
-        U = torch.where(norms > 1e-12, U, Z)  # Λ = 0: any direction
-        W_bar = point["w_bar"] * U / U.norm(dim=1, keepdim=True)
+        W_bar = w_bar_in_range(fam.Lam, generator=gen, rows=m, norm=point["w_bar"])
         fam = LinearRegressionTasks(fam.Sigma, W_bar, fam.Lam, fam.sigma, fam.n_support,
                                     fam.n_query)
     return fam.to(dtype=dtype)
@@ -102,14 +77,6 @@ def build_model(point: Mapping[str, Any]) -> Any:
     gen = torch.Generator().manual_seed(sub_seed(point["seed"], "init"))
     return DeepLinear(layer_dims(point), init=point["init"], scale=point["init_scale"],
                       generator=gen, dtype=resolve_dtype(point["dtype"]))
-
-
-def _theory() -> tuple[Any, Any] | str:
-    try:
-        from maml_depth.theory import expected_loss, optimal_preconditioner
-    except ImportError as exc:
-        return f"theory unavailable ({type(exc).__name__}: {exc})"
-    return expected_loss, optimal_preconditioner
 
 
 def _np(t: Any) -> Any:
@@ -140,11 +107,8 @@ def theory_fields(point: Mapping[str, Any], family: Any, params: Mapping[str, An
         reasons.append("first_order")
     if L > 1 and min(hidden_widths(point)) < d:
         reasons.append("a hidden width below d")
-    th = _theory()
-    if isinstance(th, str):
-        out["theory_note"] = th
-        return out
-    expected_loss, optimal_preconditioner = th
+    from maml_depth.theory import expected_loss, optimal_preconditioner
+
     S, Lam, Wb = _np(family.Sigma), _np(family.Lam), _np(family.W_bar)
     sigma, n = float(family.sigma), int(family.n_support)
     P_star, _ = optimal_preconditioner(S, Lam, sigma, n, kind="full")
@@ -233,36 +197,9 @@ def measure(point: Mapping[str, Any]) -> dict[str, Any]:
     return {k: out.get(k) for k in RESULT_FIELDS}
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
 def run_point(point: Mapping[str, Any], threads: int | None = 1) -> dict[str, Any]:
-    """Run one point; returns ``{"status", "error", "result", "timing"}`` (never raises for
-    a failing point; ``KeyboardInterrupt`` still propagates)."""
-    import torch
-
-    t0 = time.perf_counter()
-    prev = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        result: dict[str, Any] | None = measure(point)
-        status, error = "ok", None
-    except Exception as exc:
-        result, status, error = None, "failed", _one_line(exc)
-    finally:
-        if threads:
-            torch.set_num_threads(prev)
-    return {
-        "status": status,
-        "error": error,
-        "result": result,
-        "timing": {
-            "seconds": time.perf_counter() - t0,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-    }
+    """Run one point (:func:`measure` under
+    :func:`~maml_depth.common.executors.run_task`); returns ``{"status", "error",
+    "result", "timing"}`` (never raises for a failing point; ``KeyboardInterrupt`` still
+    propagates)."""
+    return run_task(measure, point, threads)

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from maml_depth._io import atomic_write_bytes, atomic_write_text
-from maml_depth.sweep.config import SweepConfig
-from maml_depth.sweep.points import Point, varying_params
+from maml_depth.common import stats
+from maml_depth.sweep.config import Point, SweepConfig, varying_params
 from maml_depth.sweep.store import load_frame, records_to_rows
 
 #: result columns summarised with mean and 95% CI
@@ -41,13 +41,10 @@ def _ci(values: list[float], se_single: float | None) -> tuple[float, float, str
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return math.nan, math.nan, ""
-    mean = sum(vals) / len(vals)
     if len(vals) >= 2:
-        from scipy import stats
-
-        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-        return mean, float(stats.t.ppf(0.975, len(vals) - 1)) * sd / math.sqrt(len(vals)), \
-            "t over seeds"
+        mean, half = stats.mean_halfwidth(vals)
+        return mean, half, "t over seeds"
+    mean = vals[0]
     if se_single is not None and math.isfinite(se_single):
         return mean, 1.96 * se_single, "1.96 eval stderr"
     return mean, math.nan, ""

@@ -401,3 +401,29 @@ def test_meta_train_reports_the_engine():
     res = meta_train(DeepLinear((3, 4, 1)), fam,
                      InnerConfig(alpha=0.1, preconditioner=ELEMENTWISE), outer)
     assert res.engine == "vmap"
+
+
+def test_models_forwarding_to_a_sequential_net_are_recognised_by_their_code():
+    """Any module whose forward is ``return self.net(x)`` around an nn.Sequential runs
+    factorized (LinNetMLP is not named by the engine); a changed forward falls back."""
+    from torch import nn
+
+    from maml_depth.numerics import LinNetMLP, select_engine
+
+    class Wrapper(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1))
+
+        def forward(self, x):
+            return self.net(x)
+
+    class Doubled(Wrapper):
+        def forward(self, x):
+            return 2 * self.net(x)
+
+    inner = InnerConfig(alpha=0.1)
+    lin = LinNetMLP((2, 4, 1), "relu", extra_linear=1, generator=torch.Generator().manual_seed(0))
+    assert select_engine("auto", lin, inner).name == "factorized"
+    assert select_engine("auto", Wrapper(), inner).name == "factorized"
+    assert select_engine("auto", Doubled(), inner).name == "vmap"

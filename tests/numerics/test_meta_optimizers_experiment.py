@@ -12,7 +12,7 @@ from tests.helpers import assert_close
 TINY_DOMAIN = exp.DomainBudget(meta_steps=2, meta_batch=2, lr=1e-3, alpha=0.01, inner_steps=1,
                                eval_episodes=3, n_query_train=2, n_query_test=3,
                                models=("mlp",))
-TINY = exp.Budget("tiny", seeds=2, sine=TINY_DOMAIN,
+TINY = exp.ExperimentBudget("tiny", seeds=2, sine=TINY_DOMAIN,
                   digits=replace(TINY_DOMAIN, alpha=0.1, models=("cnn",)))
 
 
@@ -73,3 +73,24 @@ def test_results_do_not_depend_on_the_number_of_worker_processes():
     by_key = {key(r): r for r in two}
     for r in one:
         assert r["metric"] == by_key[key(r)]["metric"], key(r)
+
+
+def test_a_killed_run_resumes_from_the_shared_store(tmp_path):
+    """The experiment runs through the shared grid driver and store: stored jobs are not
+    recomputed on --resume, a lost one is, and the numbers are those of a fresh run."""
+    import pytest
+
+    from maml_depth.errors import ConfigError
+
+    kw = dict(domains=("sine",), optimizers=("maml", "kfo"), executor="serial")
+    first = exp.run_experiment(TINY, store=tmp_path, **kw)
+    records = sorted((tmp_path / "store").glob("*.json"))
+    assert len(records) == len(first) == 2 * 2
+    with pytest.raises(ConfigError, match="--resume"):
+        exp.run_experiment(TINY, store=tmp_path, **kw)
+    records[0].unlink()  # the job that was in flight when the run was killed
+    mtimes = {p.name: p.stat().st_mtime_ns for p in records[1:]}
+    again = exp.run_experiment(TINY, store=tmp_path, resume=True, **kw)
+    assert {p.name: p.stat().st_mtime_ns for p in records[1:]} == mtimes  # not recomputed
+    assert records[0].exists()
+    assert [r["metric"] for r in again] == [r["metric"] for r in first]

@@ -109,25 +109,3 @@ def test_command_line_lists_figures(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["figures", "--list"]) == 0
     out = capsys.readouterr().out
     assert all(spec.name in out for spec in FIGURES.values())
-
-
-def test_missing_inputs_render_as_not_available(built: dict[int, Any], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """A figure whose input has not landed still builds, and says so in the panel."""
-    from maml_depth.paper_figures import fig2_training_curves as f2
-    from maml_depth.paper_figures import fig5_meta_optimizers as f5
-
-    def no_logr() -> Any:
-        raise ImportError("cannot import name 'LogisticTasks'")
-
-    monkeypatch.setattr(f2, "logr_family", no_logr)
-    real = f5._available
-    monkeypatch.setattr(f5, "_available",
-                        lambda kind: "kfo (not registered)" if kind == "kfo" else real(kind))
-    r2 = build_figure(2, "tiny", tmp_path, cache_dir=None)
-    r5 = build_figure(5, "tiny", tmp_path, cache_dir=None)
-    assert "curves_logr" not in r2.data and "not available" in r2.caption
-    assert "final_kfo" not in r5.data and "not available" in r5.caption
-    assert "final_meta-sgd" in r5.data
-    for r in (r2, r5):
-        assert png_size(r.paths[0]) == r.spec.pixel_size()

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import sympy as sp
 
+from maml_depth.common.settings import BOTTOM_LAYERS as RANK2_SETTING
+from maml_depth.common.settings import LinearSetting
 from maml_depth.theory import (
     expected_loss,
     fixed_step_loss,
@@ -19,8 +21,6 @@ from maml_depth.theory import (
     scalar_maml_objective,
     scalar_symbols,
 )
-from maml_depth.validation.claim_bottom_layers import SETTING as RANK2_SETTING
-from maml_depth.validation.linear_setting import LinearSetting
 from tests.helpers import assert_close
 
 LINEAR = LinearSetting()

@@ -153,7 +153,7 @@ class _FlakyExecutor(cf.ThreadPoolExecutor):
     """Any concurrent.futures executor; this one 'loses the worker' of seed-1 points."""
 
     def submit(self, fn, /, *args, **kwargs):
-        if args and args[0]["seed"] == 1:
+        if len(args) > 1 and args[1]["seed"] == 1:  # run_task(task, params, threads)
             fut: cf.Future = cf.Future()
             fut.set_exception(cf.BrokenExecutor("simulated dead worker"))
             return fut
@@ -174,17 +174,18 @@ def test_a_point_whose_worker_keeps_dying_is_failed_then_rerun_on_resume(tmp_pat
 
 
 def test_interrupt_keeps_finished_points(tmp_path, monkeypatch, capsys):
-    from maml_depth.sweep import executors, runner
+    from maml_depth.sweep import runner
 
     calls = []
+    measure = runner.measure
 
-    def interrupted(params, threads=1):
+    def interrupted(params):
         calls.append(params)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return runner.run_point(params, threads)
+        return measure(params)
 
-    monkeypatch.setattr(executors, "run_point", interrupted)
+    monkeypatch.setattr(runner, "measure", interrupted)
     cfg = tiny_config()
     toml = write_toml(tmp_path / "s.toml", cfg.fixed, dict(cfg.grid))
     out = tmp_path / "out"
@@ -192,7 +193,7 @@ def test_interrupt_keeps_finished_points(tmp_path, monkeypatch, capsys):
                      "--out", str(out)])
     assert code == 130 and "re-run with --resume" in capsys.readouterr().err
     assert len(record_files(out)) == 2
-    monkeypatch.setattr(executors, "run_point", runner.run_point)
+    monkeypatch.setattr(runner, "measure", measure)
     assert cli.main(["sweep", str(toml), "--executor", "serial", "--no-progress",
                      "--out", str(out), "--resume"]) == 0
     assert "2 computed (0 failed), 2 already stored" in capsys.readouterr().out

@@ -85,3 +85,15 @@ def test_exception_is_a_failed_point(monkeypatch):
     monkeypatch.setattr(runner_mod, "measure", boom)
     r = run_point(_point())
     assert r == r | {"status": "failed", "error": "ValueError: boom", "result": None}
+
+
+@pytest.mark.parametrize(("d", "m", "rank"), [(4, 2, 2), (3, 1, 1), (5, 3, "full")])
+def test_w_bar_rows_lie_in_the_range_of_lambda_with_the_asked_norm(d, m, rank):
+    """The sweep's W̄ comes from the shared draw (common.settings.w_bar_in_range): every row
+    has norm w_bar and no component in the null space of Λ."""
+    fam = build_family(_point(d=d, m=m, lam_rank=rank, w_bar=0.7, depth=1))
+    W = fam.W_bar.to(torch.float64).numpy()
+    evals, evecs = np.linalg.eigh(fam.Lam.to(torch.float64).numpy())
+    null = evecs[:, evals <= 1e-12 * evals.max()]
+    assert_close(np.linalg.norm(W, axis=1), np.full(m, 0.7), what="row norms of W̄")
+    assert np.abs(W @ null).max(initial=0.0) < 1e-12

@@ -76,7 +76,7 @@ def test_lock_is_exclusive(tmp_path):
 
     store = Store(tmp_path)
     with store.lock():
-        with pytest.raises(ConfigError, match="another sweep"):
+        with pytest.raises(ConfigError, match="another run"):
             with Store(tmp_path).lock():
                 pass
     with store.lock():

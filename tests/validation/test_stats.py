@@ -51,3 +51,19 @@ def test_median_interval_rejects_bad_input():
         median_interval([1.0, 2.0], level=1.0)
     with pytest.raises(ValueError, match="finite"):
         median_interval([1.0, float("nan"), 3.0])
+
+
+def test_bad_arguments_raise_the_package_error_naming_the_field():
+    """Bad input is an InvalidArgumentError (a ValueError) whose message names the field,
+    in the shared layer and the peers alike (never a bare ValueError)."""
+    from maml_depth.benchmarks.table import Table
+    from maml_depth.common import stats as common_stats
+    from maml_depth.common import strategies
+    from maml_depth.errors import InvalidArgumentError, ShapeError
+
+    with pytest.raises(InvalidArgumentError, match="level must lie in"):
+        common_stats.median_interval([1.0, 2.0], level=1.5)
+    with pytest.raises(InvalidArgumentError, match="max_condition must be ≥ 1"):
+        strategies.spd_matrices(2, max_condition=0.5)
+    with pytest.raises(ShapeError, match="columns"):
+        Table("t", ["a", "b"]).add(1)

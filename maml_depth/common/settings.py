@@ -1,4 +1,11 @@
-"""The shared linear-regression setting of claims 3–5 and the networks meta-trained on it.
+"""The standard linear-regression settings, their task-family builders, and the networks
+meta-trained on them (claims 3–6, the paper figures, the sweep).
+
+- :class:`LinearSetting` — the setting of claims 3–5 and of the figures;
+  :data:`DEPTH_HELPS`, :data:`UPPER_LAYERS` (the default setting) and
+  :data:`BOTTOM_LAYERS` (d = 6, rank-2 Λ) are the claims' instances;
+- :func:`w_bar_in_range` — a W̄ drawn in the range of Λ (the one implementation);
+- :func:`spectrum_family` — the claim-6 shallow family (fixed W̄, geometric spectra);
 
 MATH.md §4's exact comparison: m = 1, one inner step (k = 1) on the top layer only
 (S = {L}), hidden widths ≥ d. Hidden widths are ``2d``: with width exactly d a network can
@@ -21,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from maml_depth.common.budgets import Budget
 from maml_depth.numerics import (
     DeepLinear,
     InnerConfig,
@@ -30,7 +38,6 @@ from maml_depth.numerics import (
     meta_train,
     train_population,
 )
-from maml_depth.validation.claims import Budget
 
 
 @dataclass(frozen=True)
@@ -70,12 +77,52 @@ class LinearSetting:
             np.geomspace(*self.sigma_range, self.d).tolist(), lam.tolist(), sigma=self.sigma,
             n_support=self.n, generator=g)
         # W̄ in the range of Λ (reachable optimum D = 0 for every rank)
-        w = torch.randn(1, self.d, generator=g, dtype=torch.float64)
-        evals, evecs = torch.linalg.eigh(base.Lam)
-        U = evecs[:, evals > 1e-12 * float(evals.max())]
-        W_bar = (w @ U) @ U.T
-        W_bar = W_bar / W_bar.norm()
+        W_bar = w_bar_in_range(base.Lam, generator=g)
         return LinearRegressionTasks(base.Sigma, W_bar, base.Lam, self.sigma, self.n)
+
+
+#: the settings of claims 3 (depth helps), 4 (upper layers) and 5 (bottom layers); the
+#: figures draw the same networks
+DEPTH_HELPS = LinearSetting()
+UPPER_LAYERS = LinearSetting()
+BOTTOM_LAYERS = LinearSetting(d=6, lam_rank=2, lam_range=(0.5, 2.0))
+
+
+def w_bar_in_range(Lam: torch.Tensor, *, generator: torch.Generator, rows: int = 1,
+                   norm: float = 1.0) -> torch.Tensor:
+    """A random ``W̄ ∈ R^{rows×d}`` whose rows lie in ``range(Λ)`` (so the optimum
+    ``D = 0`` is reachable whatever the rank of Λ), each of Frobenius norm ``norm``:
+    ``W̄ = norm · (Z U Uᵀ)/‖Z U Uᵀ‖`` row by row, ``Z`` standard normal (drawn from
+    ``generator``), ``U`` the eigenvectors of Λ with eigenvalue > 10⁻¹² λ_max. Where Λ = 0
+    (no task spread) the rows of ``Z`` are used.
+
+    References: MATH.md §3 (the task distribution W_t = W̄ + D_t, D_t ~ (0, Λ))."""
+    d = Lam.shape[0]
+    Z = torch.randn(rows, d, generator=generator, dtype=torch.float64)
+    evals, evecs = torch.linalg.eigh(Lam.to(torch.float64))
+    top = float(evals.max()) if evals.numel() else 0.0
+    if top <= 0.0:
+        U = Z
+    else:
+        Q = evecs[:, evals > 1e-12 * top]
+        U = (Z @ Q) @ Q.T
+    if rows == 1:
+        return norm * U / U.norm()
+    norms = U.norm(dim=1, keepdim=True)
+    U = torch.where(norms > 1e-12, U, Z)
+    return norm * U / U.norm(dim=1, keepdim=True)
+
+
+def spectrum_family(seed: int, *, d: int, n: int, sigma: float, W_bar: torch.Tensor,
+                    sigma_range: tuple[float, float], lam_range: tuple[float, float],
+                    seed_offset: int) -> LinearRegressionTasks:
+    """Tasks with rotated ``Σ``, ``Λ`` of geometric spectra over ``sigma_range`` and
+    ``lam_range`` (a reversed range gives a decreasing spectrum) and a given ``W̄``;
+    the rotations are drawn from ``seed_offset + seed``."""
+    g = torch.Generator().manual_seed(seed_offset + seed)
+    return LinearRegressionTasks.from_spectrum(
+        np.geomspace(*sigma_range, d).tolist(), np.geomspace(*lam_range, d).tolist(),
+        sigma=sigma, n_support=n, W_bar=W_bar, generator=g)
 
 
 @dataclass
@@ -108,6 +155,7 @@ def B_L(model: DeepLinear, params: Params) -> torch.Tensor:
 
 
 def inner(setting: LinearSetting, depth_one: bool = False) -> InnerConfig:
+    """One inner step of size α on the top layer (all layers for the shallow model)."""
     return InnerConfig(alpha=setting.alpha, adapt="all" if depth_one else "top")
 
 

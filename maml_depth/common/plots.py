@@ -1,4 +1,5 @@
-"""Figures drawn by the claims (matplotlib, Agg backend), written atomically as PNG."""
+"""Plotting shared by the claims and the paper figures: the palette, its colour roles, and
+the claims' quick figures (matplotlib, Agg backend), written atomically as PNG."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ from maml_depth._io import atomic_write_bytes
 #: colour-blind-safe palette (Okabe–Ito)
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442",
            "#000000"]
+
+#: semantic colour roles (Okabe–Ito)
+COLORS: dict[str, str] = {
+    "shallow": PALETTE[1],  # vermillion
+    "deep": PALETTE[0],  # blue
+    "deep-all": PALETTE[5],  # sky blue
+    "meta-sgd": PALETTE[2],  # bluish green
+    "meta-curvature": PALETTE[3],  # reddish purple
+    "kfo": PALETTE[4],  # orange
+    "theory": PALETTE[7],  # black
+    "reference": "#777777",
+}
 
 
 def save_figure(out_dir: Path | None, name: str, draw: Callable[[Any], None],

@@ -1,8 +1,13 @@
-"""Where points run: any ``concurrent.futures``-style executor, or Dask distributed.
+"""Where the points of a grid run: any ``concurrent.futures``-style executor, or Dask
+distributed — the one way the package runs grids (sweeps, the nonlinear experiment, the
+full-budget claims).
 
-The driver only submits :func:`~maml_depth.sweep.runner.run_point` calls and collects them
-as they complete; queueing, placement and retries on other workers belong to the executor
-(no home-made scheduler). Backends:
+A grid's *task* is a picklable top-level function ``task(params) -> result`` (a JSON-able
+dict) that raises when the point fails. The pools run :func:`run_task` ``(task, params,
+threads)`` on a worker, which never raises for a failing point: it returns the outcome
+``{"status", "error", "result", "timing"}``. The driver (:mod:`maml_depth.common.grid`)
+only submits and collects; queueing, placement and retries on other workers belong to the
+executor (no home-made scheduler). Backends:
 
 - ``"local"`` (default): a :class:`concurrent.futures.ProcessPoolExecutor` (``spawn``
   start method; workers ignore SIGINT and run torch with one thread). A killed worker
@@ -18,20 +23,62 @@ as they complete; queueing, placement and retries on other workers belong to the
 from __future__ import annotations
 
 import concurrent.futures as cf
+import datetime as _dt
 import logging
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from maml_depth.errors import ConfigError
-from maml_depth.sweep.runner import run_point
 
 EXECUTORS = ("local", "dask", "serial")
+
+#: a grid's task: the point's parameters -> its result (raises when the point fails)
+Task = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+def one_line(exc: BaseException) -> str:
+    """``"<ExceptionType>: <first line of the message>"``."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def run_task(task: Task, params: Mapping[str, Any], threads: int | None = 1
+             ) -> dict[str, Any]:
+    """Run ``task(params)`` with torch limited to ``threads`` threads; returns
+    ``{"status": "ok"|"failed", "error", "result", "timing"}`` (never raises for a failing
+    point; ``KeyboardInterrupt`` still propagates)."""
+    import torch
+
+    t0 = time.perf_counter()
+    prev = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        result: dict[str, Any] | None = task(params)
+        status, error = "ok", None
+    except Exception as exc:
+        result, status, error = None, "failed", one_line(exc)
+    finally:
+        if threads:
+            torch.set_num_threads(prev)
+    return {
+        "status": status,
+        "error": error,
+        "result": result,
+        "timing": {
+            "seconds": time.perf_counter() - t0,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    }
 
 
 def _exit_with_parent(parent: int, every: float = 1.0) -> None:
@@ -55,9 +102,12 @@ def init_worker(threads: int = 1) -> None:
 
 
 class Pool:
-    """The driver's view of an executor: submit points, take them as they complete."""
+    """The driver's view of an executor: submit points, take them as they complete. Every
+    point runs :func:`run_task` ``(self.task, params, self.threads)``."""
 
     name = "pool"
+    task: Task
+    threads: int = 1
 
     def submit(self, params: dict[str, Any], tag: str) -> Any:
         raise NotImplementedError
@@ -88,8 +138,10 @@ class Pool:
 class FuturesPool(Pool):
     """Any :class:`concurrent.futures.Executor`; ``factory`` rebuilds it when it breaks."""
 
-    def __init__(self, executor: cf.Executor, *, workers: int, name: str = "executor",
-                 factory: Callable[[], cf.Executor] | None = None, threads: int = 1) -> None:
+    def __init__(self, executor: cf.Executor, task: Task, *, workers: int,
+                 name: str = "executor", factory: Callable[[], cf.Executor] | None = None,
+                 threads: int = 1) -> None:
+        self.task = task
         self.executor = executor
         self.workers = max(1, workers)
         self.name = name
@@ -100,7 +152,7 @@ class FuturesPool(Pool):
         self._origin: dict[cf.Future[Any], cf.Executor] = {}
 
     def submit(self, params: dict[str, Any], tag: str) -> cf.Future[Any]:
-        fut = self.executor.submit(run_point, params, self.threads)
+        fut = self.executor.submit(run_task, self.task, params, self.threads)
         self._pending.add(fut)
         self._origin[fut] = self.executor
         return fut
@@ -120,7 +172,7 @@ class FuturesPool(Pool):
             out = fut.result()
         except (cf.CancelledError, cf.BrokenExecutor) as exc:
             return False, exc
-        except Exception as exc:  # run_point catches point errors: this is infrastructure
+        except Exception as exc:  # run_task catches point errors: this is infrastructure
             self._origin.pop(fut, None)
             return False, exc
         self._origin.pop(fut, None)
@@ -164,13 +216,14 @@ class SerialPool(Pool):
 
     name = "serial"
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, task: Task, threads: int = 1) -> None:
+        self.task = task
         self.threads = threads
         self._ready: deque[cf.Future[Any]] = deque()
 
     def submit(self, params: dict[str, Any], tag: str) -> cf.Future[Any]:
         fut: cf.Future[Any] = cf.Future()
-        fut.set_result(run_point(params, self.threads))
+        fut.set_result(run_task(self.task, params, self.threads))
         self._ready.append(fut)
         return fut
 
@@ -190,10 +243,11 @@ class DaskPool(Pool):
 
     name = "dask"
 
-    def __init__(self, client: Any, cluster: Any = None, *, threads: int = 1,
+    def __init__(self, client: Any, task: Task, cluster: Any = None, *, threads: int = 1,
                  owned: bool = True) -> None:
         from distributed import as_completed
 
+        self.task = task
         self.client = client
         self.cluster = cluster
         self.owned = owned
@@ -202,7 +256,8 @@ class DaskPool(Pool):
         self._futures: list[Any] = []
 
     def submit(self, params: dict[str, Any], tag: str) -> Any:
-        fut = self.client.submit(run_point, params, self.threads, key=tag, pure=False)
+        fut = self.client.submit(run_task, self.task, params, self.threads, key=tag,
+                                 pure=False)
         self._futures.append(fut)
         self._ac.add(fut)
         return fut
@@ -259,26 +314,27 @@ def check_options(executor: Any, *, scheduler: str | None = None,
         raise ConfigError(f"--workers must be a positive integer, got {workers!r}")
 
 
-def make_pool(executor: str | cf.Executor | Any = "local", *, workers: int | None = None,
-              scheduler: str | None = None, threads: int = 1) -> Pool:
-    """The :class:`Pool` for ``executor``: ``"local"``, ``"dask"``, ``"serial"``, a
-    :class:`concurrent.futures.Executor`, or a :class:`distributed.Client`."""
+def make_pool(task: Task, executor: str | cf.Executor | Any = "local", *,
+              workers: int | None = None, scheduler: str | None = None,
+              threads: int = 1) -> Pool:
+    """The :class:`Pool` running ``task`` on ``executor``: ``"local"``, ``"dask"``,
+    ``"serial"``, a :class:`concurrent.futures.Executor`, or a :class:`distributed.Client`."""
     if isinstance(executor, cf.Executor):
         n = int(getattr(executor, "_max_workers", workers or 1) or 1)
-        return FuturesPool(executor, workers=n, name=type(executor).__name__,
+        return FuturesPool(executor, task, workers=n, name=type(executor).__name__,
                            threads=threads)
     if not isinstance(executor, str):
         from distributed import Client
 
         if isinstance(executor, Client):
-            return DaskPool(executor, threads=threads, owned=False)
+            return DaskPool(executor, task, threads=threads, owned=False)
         raise ConfigError(
             f"--executor must be one of {list(EXECUTORS)}, a concurrent.futures.Executor or "
             f"a distributed.Client, got {executor!r}")
     check_options(executor, scheduler=scheduler, workers=workers)
     n = workers or (os.cpu_count() or 1)
     if executor == "serial":
-        return SerialPool(threads)
+        return SerialPool(task, threads)
     if executor == "local":
         ctx = multiprocessing.get_context("spawn")
 
@@ -286,8 +342,8 @@ def make_pool(executor: str | cf.Executor | Any = "local", *, workers: int | Non
             return cf.ProcessPoolExecutor(max_workers=n, mp_context=ctx,
                                           initializer=init_worker, initargs=(threads,))
 
-        return FuturesPool(factory(), workers=n, name="local process pool", factory=factory,
-                           threads=threads)
+        return FuturesPool(factory(), task, workers=n, name="local process pool",
+                           factory=factory, threads=threads)
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
@@ -295,7 +351,7 @@ def make_pool(executor: str | cf.Executor | Any = "local", *, workers: int | Non
             client = Client(scheduler, timeout="20s")
         except (OSError, TimeoutError) as exc:
             raise ConfigError(f"--scheduler: cannot connect to {scheduler!r} ({exc})") from None
-        return DaskPool(client, threads=threads)
+        return DaskPool(client, task, threads=threads)
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=logging.ERROR)
-    return DaskPool(Client(cluster), cluster, threads=threads)
+    return DaskPool(Client(cluster), task, cluster, threads=threads)
