@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from maml_depth.common import stats
+from maml_depth.common.plots import save_figure
 from maml_depth.numerics import DeepLinear, balanced_factors, inner_adapt
 from maml_depth.theory import first_order_preconditioner
 from maml_depth.theory.balanced import (
@@ -36,9 +38,7 @@ from maml_depth.theory.balanced import (
     ach_kronecker_preconditioner,
     ach_two_layer_exact_step,
 )
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
-from maml_depth.validation.plots import save_figure
 
 ETAS: tuple[float, ...] = (1e-2, 1e-3, 1e-4)
 DEPTHS: tuple[int, ...] = (2, 3, 4)

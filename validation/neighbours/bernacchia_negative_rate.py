@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from maml_depth.common import stats
+from maml_depth.common.plots import PALETTE, save_figure
 from maml_depth.errors import InvalidArgumentError
 from maml_depth.theory.empirical_maml import (
     BernacchiaSetting,
@@ -40,9 +42,7 @@ from maml_depth.theory.empirical_maml import (
     bernacchia_test_loss,
     maml_estimator,
 )
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
-from maml_depth.validation.plots import PALETTE, save_figure
 
 SETTING = BernacchiaSetting()
 GRID: tuple[float, ...] = tuple(float(a) for a in np.linspace(-2.0, 1.0, 13))

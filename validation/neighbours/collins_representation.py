@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from maml_depth.common import stats
+from maml_depth.common.plots import PALETTE, save_figure
 from maml_depth.numerics import (
     DeepLinear,
     InnerConfig,
@@ -40,9 +42,7 @@ from maml_depth.theory.representation import (
     anil_population_step,
     subspace_distance,
 )
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
-from maml_depth.validation.plots import PALETTE, save_figure
 
 D, K = 20, 3
 LAMBDAS: tuple[float, ...] = (1.0, 0.6, 0.3)  # eigenvalues of E w*w*ᵀ

@@ -31,10 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from maml_depth.common import stats
+from maml_depth.common.plots import save_figure
 from maml_depth.theory.empirical_maml import GaoSenerSetting, maml_estimator, pooled_estimator
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
-from maml_depth.validation.plots import save_figure
 
 MS: tuple[int, ...] = (2, 5, 10, 20, 50, 100, 200, 1000)
 TRIALS = 1000

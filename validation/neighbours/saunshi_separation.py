@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from maml_depth.common import stats
+from maml_depth.common.plots import PALETTE, save_figure
 from maml_depth.numerics import (
     DeepLinear,
     InnerConfig,
@@ -40,9 +42,7 @@ from maml_depth.numerics import (
 )
 from maml_depth.numerics.interpolation import gd_to_interpolation
 from maml_depth.theory.interpolation import expected_interpolation_error, one_step_line_error
-from maml_depth.validation import stats
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
-from maml_depth.validation.plots import PALETTE, save_figure
 
 D, N = 50, 5
 ALPHA = 0.1
