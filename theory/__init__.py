@@ -84,3 +84,4 @@ __all__ = [
     "update_rule",
     "verify_moment_identities",
 ]
+from maml_depth.theory.reference import ReferenceLosses, reference_losses  # noqa: E402,I001
