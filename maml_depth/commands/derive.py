@@ -39,13 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sympy as sp
 
     from maml_depth.theory import (
         first_order_preconditioner_symbolic,
         scalar_update,
         update_rule,
     )
+    from maml_depth.theory.update_rule import matrix_latex, matrix_str
 
     rule = update_rule(args.depth, args.adapt, args.steps)
     latex = args.format == "latex"
@@ -54,16 +54,16 @@ def run(args: argparse.Namespace) -> int:
         P = first_order_preconditioner_symbolic(rule.depth, rule.adapt)
         print()
         if latex:
-            print(f"P = {sp.latex(P)}")
+            print(f"P = {matrix_latex(P)}")
         else:
             print("first order: vec W' = vec W - alpha * P * vec G + O(alpha**2), "
                   "column-major vec,")
             print("  (KroneckerProduct(B, A) = B ⊗ A; I = identity of width d_0 or d_L)")
-            print(f"  P = {sp.sstr(P)}")
+            print(f"  P = {matrix_str(P)}")
     if args.scalar:
         w = scalar_update(rule.depth, rule.adapt, rule.steps)
         print()
         label = "scalar case (widths 1), s_xx = sum x^2/n, s_xy = sum x*y/n:"
         print(label if not latex else f"% {label}")
-        print(f"w' = {sp.latex(w) if latex else sp.sstr(w)}")
+        print(f"w' = {matrix_latex(w) if latex else matrix_str(w)}")
     return 0
