@@ -75,7 +75,8 @@ def resolve_adapt(adapt: AdaptSpec, depth: int, *, name: str = "adapt") -> tuple
             items: list[Any] = [int(p) for p in text.split(",") if p.strip()]
         except ValueError:
             raise InvalidArgumentError(
-                f"{name} must be 'all' or comma-separated layer indices like '1,3', got {adapt!r}"
+                f"{name} must be 'all', 'top' or comma-separated layer indices like '1,3', "
+                f"got {adapt!r}"
             ) from None
     elif isinstance(adapt, int) and not isinstance(adapt, bool):
         items = [adapt]
@@ -84,7 +85,7 @@ def resolve_adapt(adapt: AdaptSpec, depth: int, *, name: str = "adapt") -> tuple
             items = list(adapt)  # type: ignore[arg-type]
         except TypeError:
             raise InvalidArgumentError(
-                f"{name} must be 'all', a layer index or a list of indices, got {adapt!r}"
+                f"{name} must be 'all', 'top', a layer index or a list of indices, got {adapt!r}"
             ) from None
     if not items:
         raise InvalidArgumentError(f"{name} is empty: name at least one layer (1..{depth})")

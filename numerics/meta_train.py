@@ -320,7 +320,7 @@ def meta_train(
         step_losses.append(lval)
         if step >= tail_from:
             flat = [g.detach().reshape(-1) for g in grads]
-            tail_norms.append(float(torch.sqrt(sum((f * f).sum() for f in flat))))
+            tail_norms.append(math.sqrt(sum(float((f * f).sum()) for f in flat)))
             grad_sum = flat if grad_sum is None else [a + f for a, f in
                                                       zip(grad_sum, flat, strict=True)]
         if log_now:
@@ -349,7 +349,7 @@ def meta_train(
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         diverged = msg
     else:
-        gsum = (float(torch.sqrt(sum((g * g).sum() for g in grad_sum)))
+        gsum = (math.sqrt(sum(float((g * g).sum()) for g in grad_sum))
                 if grad_sum is not None else 0.0)
         convergence = convergence_report(step_losses, gsum, tail_norms,
                                          rtol=outer.converge_rtol, gtol=outer.converge_gtol)

@@ -29,6 +29,7 @@ from maml_depth.theory.preconditioners import (
     optimal_preconditioner,
     preconditioned_loss,
 )
+from maml_depth.theory.reference import reference_losses as reference_losses
 from maml_depth.theory.scalar import (
     ScalarSymbols,
     scalar_layer_updates,
@@ -84,4 +85,3 @@ __all__ = [
     "update_rule",
     "verify_moment_identities",
 ]
-from maml_depth.theory.reference import ReferenceLosses, reference_losses  # noqa: E402,I001

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import sympy as sp
+from sympy.core.mul import _keep_coeff
 from sympy.matrices.expressions import (
     Identity,
     KroneckerProduct,
@@ -47,8 +48,6 @@ from sympy.matrices.expressions import (
     MatrixSymbol,
     Transpose,
 )
-
-from sympy.core.mul import _keep_coeff
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.precedence import PRECEDENCE, precedence
 from sympy.printing.str import StrPrinter

@@ -21,13 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adapt",
         default="all",
-        help="adapted layers: 1-based indices (1 = input layer) like '1,3', or 'all' "
-        "(default: all)",
+        help="adapted layers: 'all', 'top' (the output layer L) or 1-based indices "
+        "(1 = input layer) like '1,3'",
     )
-    parser.add_argument("--steps", type=int, default=1, help="inner steps k ≥ 1 (default 1)")
+    parser.add_argument("--steps", "--inner-steps", dest="steps", type=int, default=1,
+                        help="inner steps k ≥ 1")
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--text", dest="format", action="store_const", const="text",
-                     help="plain text, sympy notation (default)")
+                     help="plain text, sympy notation (the default format)")
     fmt.add_argument("--latex", dest="format", action="store_const", const="latex",
                      help="a LaTeX aligned block")
     parser.add_argument(
