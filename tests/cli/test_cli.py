@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +26,7 @@ def test_help_and_version(capsys):
     (["train", "--dims", "3,x", "--meta-steps", "1"], "--dims"),
     (["train", "--alpha", "nan", "--meta-steps", "1"], "alpha"),
     (["train", "--adapt", "7", "--meta-steps", "1"], "adapt"),
-    (["train", "--meta-steps", "0"], "meta_steps"),
+    (["train", "--meta-steps", "0"], "--meta-steps"),
     (["train", "--sigma", "-1", "--meta-steps", "1"], "sigma"),
     (["validate", "--claims", "no-such-claim"], "--claims"),
     (["validate", "--budget", "huge"], "--budget"),
@@ -74,3 +76,251 @@ def test_validate_list(capsys):
     assert main(["validate", "--list"]) == 0
     out = capsys.readouterr().out
     assert "depth-helps" in out and "update-rule" in out
+
+
+FORBIDDEN = "/proc/forbidden/out"
+TINY = ["--dims", "3,4,1", "--meta-steps", "3", "--eval-tasks", "10", "--no-progress"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "--device", "gpu"], ["train", "--device", "tpu"],
+    ["validate", "--device", "gpu", "--claims", "update-rule"], ["bench", "--device", "tpu"],
+    ["train", "--seed", "-1"], ["validate", "--seed", "-1"],
+    ["train", "--out", FORBIDDEN + "/r.json"], ["validate", "--out", FORBIDDEN],
+    ["figures", "--out", FORBIDDEN], ["figures", "--readme", FORBIDDEN + "/R.md"],
+    ["validate", "--plugin", "./no_such_plugin.py"],
+])
+def test_issue_bad_inputs_one_line_exit_2(argv, capsys):
+    """The bad inputs seen by a first-time user: one line naming the option, exit 2,
+    nothing written (a bad seed is a bad argument, never a claim that fails)."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own checks
+        code = e.code
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert argv[1] in err
+    assert not Path(FORBIDDEN).exists()
+
+
+def test_adapt_error_lists_top(capsys):
+    assert main(["train", "--adapt", "bottom", *TINY]) == 2
+    assert "'top'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pre", ["meta-sgd", "meta-curvature", "kfo"])
+@pytest.mark.parametrize("adapt", ["top", "all"])
+def test_train_builds_the_meta_optimizer_state(pre, adapt, capsys):
+    assert main(["train", "--preconditioner", pre, "--adapt", adapt, *TINY]) == 0, \
+        capsys.readouterr().err
+    assert "post-adaptation loss" in capsys.readouterr().out
+
+
+def test_old_spellings_are_aliases_of_the_new_names():
+    from maml_depth.cli import build_parser
+
+    p = build_parser()
+    old = p.parse_args(["train", "--shots", "7", "--anisotropy", "3", "--inner-steps", "2",
+                        "--optimizer", "kfo"])
+    new = p.parse_args(["train", "--n-support", "7", "--condition", "3", "--steps", "2",
+                        "--preconditioner", "kfo"])
+    for k in ("n_support", "condition", "steps", "preconditioner"):
+        assert getattr(old, k) == getattr(new, k)
+
+
+def test_train_out_json_is_data_with_theory_and_convergence(tmp_path, capsys):
+    from maml_depth.theory import reference_losses
+
+    out = tmp_path / "r.json"
+    assert main(["train", *TINY, "--dims", "3,1", "--adapt", "all", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "<function" not in text and "_run" not in text
+    data = json.loads(text)
+    model = data["models"]["model"]
+    assert set(model["convergence"]) >= {"converged", "rel_change", "grad_drift", "reason"}
+    assert model["theory"]["label"] == "E L(alpha I)"
+    assert model["theory"]["value"] == data["theory"]["loss_alpha"]
+    th = data["theory"]
+    assert th["loss_P_star"] <= th["loss_alpha_star"] <= th["loss_alpha"] + 1e-12
+    # the theory of a 1-output problem at this alpha: same as recomputed from the P* given
+    import numpy as np
+
+    P = np.asarray(th["P_star"])
+    assert P.shape == (3, 3) and np.allclose(P, P.T)
+    assert reference_losses(np.eye(3), np.eye(3), 0.1, 10, 0.1).m == 1
+
+
+def test_demo_prints_theory_beside_measured(capsys):
+    """Tiny budget: the structure (both models, both theory values, the verdict words)."""
+    code = main(["train", "--demo", "--dims", "3,1", "--meta-steps", "20", "--eval-tasks",
+                 "50", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "E L(alpha I) =" in out and "E L(P*) =" in out
+    shallow = next(ln for ln in out.splitlines() if ln.startswith("shallow"))
+    deep = next(ln for ln in out.splitlines() if ln.startswith("deep"))
+    assert "theory E L(alpha I)" in shallow and "theory E L(P*)" in deep
+    assert ("agrees" in deep) or ("DISAGREES" in deep)
+
+
+@pytest.mark.slow
+def test_demo_reaches_theory(tmp_path, capsys):
+    """The default demo (as `make demo` runs it): the 95% CI of each measured loss contains
+    its theory value or lies within 2% of it (20 000 fresh tasks each)."""
+    from maml_depth.commands.train import agrees
+
+    out = tmp_path / "demo.json"
+    assert main(["train", "--demo", "--no-progress", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    for name, key in (("shallow", "loss_alpha"), ("deep", "loss_P_star")):
+        m = data["models"][name]
+        lo, hi = m["ci95"]
+        theory = data["theory"][key]
+        assert m["theory"]["value"] == theory
+        assert agrees(m["post_loss"], (hi - lo) / 2, theory), (name, m["post_loss"], theory)
+        assert m["convergence"]["converged"], m["convergence"]
+    # and the depth effect is the paper's: the deep net beats the shallow one by far
+    assert data["models"]["deep"]["ci95"][1] < data["models"]["shallow"]["ci95"][0]
+
+
+def test_agrees_criterion():
+    from maml_depth.commands.train import agrees
+
+    assert agrees(1.0, 0.1, 1.05)            # inside the CI
+    assert agrees(1.0, 0.01, 1.025)          # CI edge 1.01 within 2% of 1.025
+    assert not agrees(1.0, 0.01, 1.05)       # 1.01 is 3.8% below 1.05
+
+
+def test_finite_divergence_is_exit_1_with_hint(capsys):
+    assert main(["train", "--alpha", "1e6", *TINY]) == 1
+    assert "lower --alpha" in capsys.readouterr().err
+    assert main(["train", "--lr", "1e9", "--meta-steps", "20", "--dims", "3,4,1",
+                 "--eval-tasks", "10", "--no-progress"]) == 1
+    assert "diverged" in capsys.readouterr().err
+
+
+def test_every_help_shows_defaults(capsys):
+    from maml_depth.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        text = p.format_help()
+        for a in p._actions:
+            if a.option_strings and a.default not in (None, False, argparse.SUPPRESS) \
+                    and a.help is not argparse.SUPPRESS:
+                assert a.help, f"{name} {a.option_strings[0]} has no help"
+        assert "(default:" in text, name
+        for a in p._actions:
+            if a.option_strings and a.default not in (None, False, argparse.SUPPRESS):
+                h = a.help or ""
+                assert "%(default)" in h or "default" in p.formatter_class(
+                    prog="x")._get_help_string(a), (name, a.option_strings)
+    train = sub.choices["train"].format_help()
+    assert "factorized" in train and "overrides" in train
+
+
+def test_derive_into_a_closed_pipe_is_quiet():
+    """`maml-depth derive --depth 9 | head -2`: no BrokenPipeError traceback."""
+    p = subprocess.Popen([sys.executable, "-m", "maml_depth", "derive", "--depth", "9"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert p.returncode in (0, 1)
+
+
+def test_derive_printer_is_sympys_text():
+    """The fast printers give exactly sympy's text and LaTeX (small depths, all forms)."""
+    import sympy as sp
+
+    from maml_depth.theory import update_rule
+
+    mod = sys.modules["maml_depth.theory.update_rule"]
+    for L in (1, 2, 3):
+        for adapt in ("all", "1", str(L)):
+            for k in (1, 2):
+                r = update_rule(L, adapt, k)
+                assert r._equations(mod.matrix_str) == r._equations(sp.sstr)
+                assert r._equations(mod.matrix_latex) == r._equations(sp.latex)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("depth", "limit"), [(8, 2.0), (10, 5.0)])
+def test_derive_whole_process_cpu_time(depth, limit):
+    """`maml-depth derive --depth 8` under 2 s, depth 10 under 5 s (CPU time of the whole
+    process, import included; CPU rather than wall time so that a shared machine does not
+    decide it)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([sys.executable, "-m", "maml_depth", "derive", "--depth", str(depth)],
+                         capture_output=True, text=True, timeout=300)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert out.returncode == 0
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < limit, f"depth {depth}: {cpu:.2f} s CPU"
+
+
+def _plugin_text(claim_id: str) -> str:
+    return (
+        "from maml_depth.validation import claim\n"
+        f"@claim({claim_id!r}, title='t', statement='s', reference='r')\n"
+        "def c(ctx):\n"
+        "    return ctx.result(verdict='pass', measured=0.0, theory=0.0, summary='ok')\n")
+
+
+@pytest.mark.parametrize("form", ["file", "cwd-module"])
+def test_validate_plugin_file_and_cwd_module(form, tmp_path, monkeypatch, capsys):
+    from maml_depth.validation import CLAIMS
+
+    cid = f"plugin-{form}"
+    name = f"my_plugin_{form.replace('-', '_')}"
+    (tmp_path / f"{name}.py").write_text(_plugin_text(cid))
+    monkeypatch.chdir(tmp_path)
+    spec = f"./{name}.py" if form == "file" else name
+    try:
+        code = main(["validate", "--plugin", spec, "--claims", cid, "--out",
+                     str(tmp_path / "v"), "--no-progress"])
+        out = capsys.readouterr()
+        assert code == 0, out.err
+        assert cid in (tmp_path / "v" / "report.md").read_text()
+    finally:
+        CLAIMS.pop(cid, None)
+        sys.modules.pop(name, None)
+
+
+def test_plugin_that_raises_is_one_line(tmp_path, capsys):
+    (tmp_path / "boom.py").write_text("raise RuntimeError('boom')\n")
+    assert main(["validate", "--plugin", str(tmp_path / "boom.py"), "--list"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--plugin" in err and "boom" in err
+
+
+def test_figures_subset_keeps_other_gallery_entries(tmp_path):
+    """A gallery written for figures 1 and 2, then updated with --only 2: figure 1's entry
+    is kept as it was, figure 2's replaced, and the subset's command (with --only) is
+    recorded."""
+    from types import SimpleNamespace
+
+    from maml_depth.paper_figures.budget import get_budget
+    from maml_depth.paper_figures.registry import FIGURES, write_gallery
+
+    def result(num, caption):
+        png = tmp_path / "g" / f"{FIGURES[num].name}.png"
+        return SimpleNamespace(spec=FIGURES[num], paths=[png], caption=caption,
+                               data=SimpleNamespace(meta={"budget": "tiny"}))
+
+    readme = tmp_path / "README.md"
+    b = get_budget("tiny")
+    write_gallery([result(1, "first one"), result(2, "second old")], readme, b)
+    write_gallery([result(2, "second new")], readme, b,
+                  command="maml-depth figures --only 2 --budget tiny")
+    text = readme.read_text()
+    assert "first one" in text and "second new" in text and "second old" not in text
+    assert text.index("## Figure 1") < text.index("## Figure 2")
+    assert "--only 2" in text
