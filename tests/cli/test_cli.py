@@ -342,3 +342,19 @@ def test_sweep_new_names_and_why_theory_is_empty(tmp_path, capsys):
     cfg.write_text(base.format(extra="shots = 5\nn_support = 5\n"))
     assert main(["sweep", str(cfg), "--dry-run"]) == 2
     assert "name the same parameter" in capsys.readouterr().err
+
+
+def test_meta_optimizers_experiment_writes_under_results_by_default(capsys):
+    from maml_depth.experiments import meta_optimizers
+
+    with pytest.raises(SystemExit):
+        meta_optimizers.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: results/meta_optimizers/results.md" in text
+
+
+def test_make_bench_installs_the_bench_extra_first():
+    text = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    recipe = text.split("\nbench:", 1)[1].split("\n\n", 1)[0]
+    install = recipe.find("bench]")
+    assert 0 <= install < recipe.find("maml-depth bench"), recipe
