@@ -12,6 +12,10 @@ References: MATH.md §1.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import sys
+from types import ModuleType
 
 HELP = "print the symbolic MAML update rule of a deep linear network and its α-coefficients"
 
@@ -39,14 +43,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(format="text")
 
 
-def run(args: argparse.Namespace) -> int:
+def _symbolic_modules() -> tuple[ModuleType, ModuleType]:
+    """``maml_depth.theory.update_rule`` and ``.scalar`` — without the rest of the package.
 
-    from maml_depth.theory import (
-        first_order_preconditioner_symbolic,
-        scalar_update,
-        update_rule,
-    )
-    from maml_depth.theory.update_rule import matrix_latex, matrix_str
+    Both need only sympy and numpy, but ``import maml_depth.theory`` also imports its
+    numeric half (torch: 1–3 s of a command that otherwise takes a fraction of a second).
+    When the package is not imported yet, the two modules are loaded under a temporary
+    parent that has the package's path but does not run its ``__init__``; the parent is
+    then removed again, so a later ``import maml_depth.theory`` is the full package (and
+    reuses these two modules).
+    """
+    name = "maml_depth.theory"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            stub = ModuleType(name)
+            stub.__path__ = list(spec.submodule_search_locations)
+            stub.__package__ = name
+            sys.modules[name] = stub
+            try:
+                importlib.import_module(f"{name}.update_rule")
+                importlib.import_module(f"{name}.scalar")
+            finally:
+                if sys.modules.get(name) is stub:
+                    del sys.modules[name]
+    return (importlib.import_module(f"{name}.update_rule"),
+            importlib.import_module(f"{name}.scalar"))
+
+
+def run(args: argparse.Namespace) -> int:
+    rules, scalar = _symbolic_modules()
+    update_rule = rules.update_rule
+    first_order_preconditioner_symbolic = rules.first_order_preconditioner_symbolic
+    matrix_latex, matrix_str = rules.matrix_latex, rules.matrix_str
+    scalar_update = scalar.scalar_update
 
     rule = update_rule(args.depth, args.adapt, args.steps)
     latex = args.format == "latex"
