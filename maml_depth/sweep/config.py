@@ -61,7 +61,7 @@ Parameters (type, default — meaning):
 
 The user-facing names of the Python API and the CLI are accepted as aliases (:data:`ALIASES`):
 ``n_support`` = ``shots``, ``condition`` = ``anisotropy``, ``steps`` = ``inner_steps``,
-``preconditioner`` = ``optimizer``.
+``preconditioner`` = ``optimizer``, ``sigma`` = ``noise``.
 
 Every violation raises :class:`~maml_depth.errors.ConfigError` with one line that starts
 with the offending key (``grid.depth[1] must be a positive integer …``).
@@ -236,7 +236,8 @@ PARAMS: dict[str, Param] = {
 #: The one user-facing name of a concept (as in the Python API and the CLI) → the parameter
 #: it sets. Both spellings are accepted; giving both in one table is an error.
 ALIASES: dict[str, str] = {"n_support": "shots", "condition": "anisotropy",
-                           "steps": "inner_steps", "preconditioner": "optimizer"}
+                           "steps": "inner_steps", "preconditioner": "optimizer",
+                           "sigma": "noise"}
 
 
 def _canonical(where: str, table: dict[str, Any]) -> dict[str, Any]:
