@@ -228,7 +228,10 @@ def run(args: argparse.Namespace) -> int:
                                             first_order=args.first_order,
                                             preconditioner=args.preconditioner)
         hw = 1.96 * se
-        if target is None:
+        if res.diverged:
+            vs = "theory: not compared, meta-training diverged (the last good state is shown)"
+            ok = None
+        elif target is None:
             vs = f"theory: {note}"
             ok = None
         else:
