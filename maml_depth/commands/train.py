@@ -157,6 +157,11 @@ def theory_target(ref: Any, dims: tuple[int, ...], adapt: tuple[int, ...], *, st
                         f"adapted layers {list(adapt)} of depth {L}")
 
 
+def _num(x: float) -> str:
+    """4 decimals for ordinary losses, 4 significant digits for huge ones."""
+    return f"{x:.4f}" if abs(x) < 1e4 else f"{x:.4g}"
+
+
 def agrees(mean: float, half_width: float, theory: float) -> bool:
     """The 95% CI ``mean ± half_width`` contains ``theory`` or lies within 2% of it."""
     if abs(mean - theory) <= half_width:
@@ -207,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {"config": config | {"device": str(device)},
                               "theory": ref.as_dict(), "models": {}}
     print(f"theory (m = {m}, n = {args.n_support}, σ = {args.sigma}, κ = {args.condition}): "
-          f"E L(alpha I) = {ref.loss_alpha:.4f} at alpha = {ref.alpha:g}; "
+          f"E L(alpha I) = {_num(ref.loss_alpha)} at alpha = {ref.alpha:g}; "
           f"alpha* = {ref.alpha_star:.4f}, E L(alpha* I) = {ref.loss_alpha_star:.4f}; "
           f"E L(P*) = {ref.loss_P_star:.4f}")
     failed = False
@@ -239,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             vs = (f"theory {label} = {target:.4f} "
                   f"({'agrees' if ok else 'DISAGREES'}: {(mean - target) / target:+.2%})")
         print(f"{name:8s} dims={','.join(map(str, mdims)):12s} adapt={adapt!s:4s} "
-              f"post-adaptation loss {mean:.4f} ± {hw:.4f} (95% CI, {n} fresh tasks) vs {vs}")
+              f"post-adaptation loss {_num(mean)} ± {_num(hw)} (95% CI, {n} fresh tasks) vs {vs}")
         conv = res.convergence
         print(f"{'':8s} {res.steps_done} meta-steps in {res.seconds:.1f} s "
               f"[{res.engine}, {res.device}]; "
