@@ -4,8 +4,29 @@ Each outer step samples ``meta_batch`` tasks, computes the meta-loss
 ``ℒ(θ, φ) = (1/T) Σ_t ℓ_q(θ'_t)`` with a batched engine, and takes one step of a torch
 optimizer on the initialisation θ and the preconditioner state φ.
 
-Divergence: a non-finite meta-loss or meta-gradient stops training at that step with a
-message; the returned parameters are the last state whose loss was finite.
+Divergence (``result.diverged``, a message with a hint) is declared at the first step where
+
+- the meta-loss or meta-gradient is non-finite (the last finite state is kept), or
+- the meta-loss stays finite but *explodes*: it exceeds ``diverge_factor`` (default 10³, three
+  orders of magnitude) times the lowest meta-loss seen so far **and** the first step's loss —
+  the outer step ``lr`` is too large for the curvature of the meta-loss (the state with the
+  lowest meta-loss is kept), or
+- adaptation makes the query loss ``diverge_factor`` times *worse* than before adapting
+  (``post > diverge_factor · pre``) — the inner step ``α`` overshoots the curvature of the
+  support loss (a gradient step is stable only for ``α · λ_max < 2``); the last state before
+  it is kept.
+
+Convergence is measured, not assumed (:class:`Convergence`, ``result.convergence``):
+
+- the smoothed meta-loss's relative change over the last fifth of training: with windows of a
+  tenth of the steps, ``a`` = mean loss of the window just before the last fifth and
+  ``b`` = mean loss of the last window; converged needs ``|a − b| ≤ rtol·|b| + 2·se(a − b)``
+  (``rtol`` default 0.01: the loss moved by at most 1 % beyond its sampling noise);
+- the meta-gradient's drift over the last tenth: ``r = ‖mean g‖ / mean ‖g‖`` over its steps
+  (1 for a gradient that keeps pointing one way, about ``1/√(steps)`` for pure sampling noise
+  around a stationary point); converged needs ``r ≤ gtol`` (default 0.5).
+
+Both tolerances live in :class:`OuterConfig` (``converge_rtol``, ``converge_gtol``).
 
 References: Finn et al. (2017), Algorithm 1; Arnold et al. (2021), §3–4.
 """
@@ -70,8 +91,18 @@ class OuterConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
     log_every: int = 1
     schedule: Literal["constant", "cosine"] = "constant"
+    converge_rtol: float = 0.01
+    converge_gtol: float = 0.5
+    diverge_factor: float = 1e3
 
     def __post_init__(self) -> None:
+        for name in ("converge_rtol", "converge_gtol"):
+            object.__setattr__(self, name,
+                               _checks.finite_float(name, getattr(self, name), positive=True))
+        f = _checks.finite_float("diverge_factor", self.diverge_factor, positive=True)
+        if f <= 1:
+            raise InvalidArgumentError(f"diverge_factor must be > 1, got {self.diverge_factor!r}")
+        object.__setattr__(self, "diverge_factor", f)
         object.__setattr__(self, "meta_steps", _checks.positive_int("meta_steps", self.meta_steps))
         object.__setattr__(self, "meta_batch", _checks.positive_int("meta_batch", self.meta_batch))
         object.__setattr__(self, "lr", _checks.finite_float("lr", self.lr, positive=True))
@@ -92,12 +123,75 @@ class History:
     post_loss: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Convergence:
+    """Whether meta-training converged, measured on its own history (see the module doc).
+
+    Attributes:
+        converged: both criteria hold (False when there are too few logged steps to tell).
+        rel_change: ``(a − b)/|b|``, the smoothed meta-loss's relative decrease over the last
+            fifth (positive: still decreasing). noise: ``2·se(a − b)/|b|``, its sampling noise.
+        grad_drift: ``‖mean g‖ / mean ‖g‖`` of the meta-gradient over the last tenth.
+        grad_norm: mean meta-gradient norm ``‖g‖`` over the last tenth.
+        rtol, gtol: the tolerances used. reason: one line saying why not (empty if converged).
+    """
+
+    converged: bool
+    rel_change: float
+    noise: float
+    grad_drift: float
+    grad_norm: float
+    rtol: float
+    gtol: float
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        state = "converged" if self.converged else f"NOT converged ({self.reason})"
+        return (f"{state}: meta-loss change over the last fifth {self.rel_change:+.2%} "
+                f"(noise ±{self.noise:.2%}, tol {self.rtol:.0%}), gradient drift "
+                f"{self.grad_drift:.2f} (tol {self.gtol:.2f})")
+
+
+def convergence_report(losses: list[float], grad_sum_norm: float, grad_norms: list[float],
+                       *, rtol: float = 0.01, gtol: float = 0.5) -> Convergence:
+    """:class:`Convergence` from the per-step meta-losses, ``‖Σ g‖`` and the ``‖g‖`` of the
+    last tenth of the steps (see the module docstring for the criteria)."""
+    n = len(losses)
+    w = n // 10
+    nan = float("nan")
+    if w < 2 or not grad_norms:
+        return Convergence(False, nan, nan, nan, nan, rtol, gtol,
+                           f"too few steps ({n}) to measure convergence (need ≥ 20)")
+    start = (4 * n) // 5
+    a_win = torch.tensor(losses[max(0, start - w):start], dtype=torch.float64)
+    b_win = torch.tensor(losses[n - w:], dtype=torch.float64)
+    a, b = float(a_win.mean()), float(b_win.mean())
+    se = math.sqrt(float(a_win.var()) / a_win.numel() + float(b_win.var()) / b_win.numel())
+    scale = abs(b) if b != 0 else 1.0
+    rel, noise = (a - b) / scale, 2 * se / scale
+    mean_norm = sum(grad_norms) / len(grad_norms)
+    drift = grad_sum_norm / (len(grad_norms) * mean_norm) if mean_norm > 0 else 0.0
+    reasons = []
+    if abs(a - b) > rtol * scale + 2 * se:
+        what = "still decreasing" if a > b else "increasing"
+        reasons.append(f"meta-loss {what}: {rel:+.2%} over the last fifth "
+                       f"(> {rtol:.0%} + noise {noise:.2%})")
+    if drift > gtol:
+        reasons.append(f"meta-gradient still points one way (drift {drift:.2f} > {gtol:.2f})")
+    return Convergence(not reasons, rel, noise, drift, mean_norm, rtol, gtol,
+                       "; ".join(reasons))
+
+
 @dataclass
 class MetaTrainResult:
     """What :func:`meta_train` returns.
 
     ``params``/``precond_state``: the final (or last finite, if diverged) meta-parameters.
     ``diverged``: None, or the message saying at which step and why training stopped.
+    ``convergence``: the measured :class:`Convergence` (None when training diverged).
     """
 
     params: Params
@@ -109,6 +203,7 @@ class MetaTrainResult:
     seconds: float
     diverged: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    convergence: Convergence | None = None
 
 
 def _all_finite(tensors: list[Tensor]) -> bool:
@@ -165,9 +260,19 @@ def meta_train(
     choice = select_engine(engine, model, inner)
     gen = torch.Generator(device=dev).manual_seed(int(seed))
     history = History()
-    good = ({k: v.detach().clone() for k, v in params.items()},
-            {k: v.detach().clone() for k, v in state.items()})
+    def snapshot() -> tuple[Params, Params]:
+        return ({k: v.detach().clone() for k, v in params.items()},
+                {k: v.detach().clone() for k, v in state.items()})
+
+    good = snapshot()
+    best, best_loss, first_loss = good, math.inf, math.nan
     diverged: str | None = None
+    hint = "lower the outer lr or alpha"
+    factor = outer.diverge_factor
+    tail_from = outer.meta_steps - outer.meta_steps // 10 + 1  # the last tenth of the steps
+    grad_sum: list[Tensor] | None = None
+    tail_norms: list[float] = []
+    step_losses: list[float] = []
     t0 = time.perf_counter()
     steps_done = 0
     bar = tqdm(range(1, outer.meta_steps + 1), disable=not progress, desc="meta-train",
@@ -177,9 +282,31 @@ def meta_train(
         post = post_adaptation_losses(model, params, batch, family, inner,
                                       precond_state=state, engine=choice.name)
         loss = post.mean()
-        if not math.isfinite(float(loss.detach())):
-            diverged = f"meta-loss became {float(loss.detach())} at step {step}"
+        lval = float(loss.detach())
+        if not math.isfinite(lval):
+            diverged = f"meta-loss became {lval} at step {step}"
             break
+        if step == 1:
+            first_loss = lval
+        if lval > factor * best_loss and lval > first_loss:
+            diverged = (f"meta-loss grew to {lval:.4g} at step {step}, over {factor:.0e} times "
+                        f"its lowest value {best_loss:.4g} (still finite)")
+            hint = (f"the outer step lr = {outer.lr:g} is too large for the curvature of the "
+                    f"meta-loss (a step is stable only while lr · curvature ≲ 2): lower --lr")
+            good = best
+            break
+        log_now = step % outer.log_every == 0 or step == outer.meta_steps
+        pre_val = math.nan
+        if log_now or step == 1:
+            with torch.no_grad():
+                pre_val = float(pre_adaptation_losses(model, params, batch, family).mean())
+            if lval > factor * pre_val and pre_val > 0:
+                diverged = (f"adaptation made the query loss {lval / pre_val:.3g} times worse "
+                            f"({pre_val:.4g} before adapting, {lval:.4g} after) at step {step}")
+                hint = (f"the inner step alpha = {inner.alpha:g} overshoots the curvature "
+                        f"λ_max of the support loss it adapts on (a gradient step is stable "
+                        f"only for alpha · λ_max < 2): lower --alpha")
+                break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in leaves if p.grad is not None]
@@ -187,15 +314,20 @@ def meta_train(
             diverged = f"meta-gradient became non-finite at step {step}"
             break
         # the state that produced a finite loss and gradient: keep it
-        good = ({k: v.detach().clone() for k, v in params.items()},
-                {k: v.detach().clone() for k, v in state.items()})
-        if step % outer.log_every == 0 or step == outer.meta_steps:
-            with torch.no_grad():
-                pre = pre_adaptation_losses(model, params, batch, family).mean()
+        good = snapshot()
+        if lval < best_loss:
+            best, best_loss = good, lval
+        step_losses.append(lval)
+        if step >= tail_from:
+            flat = [g.detach().reshape(-1) for g in grads]
+            tail_norms.append(math.sqrt(sum(float((f * f).sum()) for f in flat)))
+            grad_sum = flat if grad_sum is None else [a + f for a, f in
+                                                      zip(grad_sum, flat, strict=True)]
+        if log_now:
             history.step.append(step)
-            history.pre_loss.append(float(pre))
-            history.post_loss.append(float(loss.detach()))
-            bar.set_postfix(post=f"{float(loss.detach()):.4g}", pre=f"{float(pre):.4g}")
+            history.pre_loss.append(pre_val)
+            history.post_loss.append(lval)
+            bar.set_postfix(post=f"{lval:.4g}", pre=f"{pre_val:.4g}")
             if callback is not None:
                 callback(step, good[0], good[1])
         opt.step()
@@ -206,16 +338,21 @@ def meta_train(
             diverged = f"parameters became non-finite after the update of step {step}"
             break
     else:
-        good = ({k: v.detach().clone() for k, v in params.items()},
-                {k: v.detach().clone() for k, v in state.items()})
+        good = snapshot()
     bar.close()
+    convergence: Convergence | None = None
     if diverged is not None:
-        msg = (f"meta-training diverged: {diverged}; kept the last finite state "
-               f"(after {steps_done} completed steps) — lower the outer lr or alpha")
+        msg = (f"meta-training diverged: {diverged}; kept the last good state "
+               f"(after {steps_done} completed steps) — {hint}")
         if on_divergence == "raise":
             raise DivergenceError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
         diverged = msg
+    else:
+        gsum = (math.sqrt(sum(float((g * g).sum()) for g in grad_sum))
+                if grad_sum is not None else 0.0)
+        convergence = convergence_report(step_losses, gsum, tail_norms,
+                                         rtol=outer.converge_rtol, gtol=outer.converge_gtol)
     return MetaTrainResult(
         params=good[0], precond_state=good[1], history=history, steps_done=steps_done,
         engine=choice.name, device=str(dev), seconds=time.perf_counter() - t0,
@@ -223,6 +360,7 @@ def meta_train(
         config={"inner": {k: (v.name if hasattr(v, "name") else v)
                           for k, v in asdict(inner).items()},
                 "outer": asdict(outer), "seed": seed, "engine": choice.name},
+        convergence=convergence,
     )
 
 

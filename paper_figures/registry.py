@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -160,9 +161,31 @@ def build_figure(
 
 
 # -- gallery ---------------------------------------------------------------------------------
+_SECTION = re.compile(r"^## Figure (\d+) ", re.M)
+
+
+def existing_sections(readme: str | Path) -> dict[int, str]:
+    """The ``## Figure N`` sections of an existing gallery page (empty if there is none)."""
+    try:
+        text = Path(readme).read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        return {}
+    starts = list(_SECTION.finditer(text))
+    out: dict[int, str] = {}
+    for i, m in enumerate(starts):
+        end = starts[i + 1].start() if i + 1 < len(starts) else len(text)
+        out[int(m.group(1))] = text[m.start():end].rstrip() + "\n"
+    return out
+
+
 def gallery_markdown(results: Sequence[BuildResult], readme: str | Path,
-                     budget: FigureBudget) -> str:
-    """The markdown gallery: each figure's PNG (linked to its PDF), title and caption."""
+                     budget: FigureBudget, *, command: str | None = None,
+                     keep: dict[int, str] | None = None) -> str:
+    """The markdown gallery: each figure's PNG (linked to its PDF), title and caption.
+
+    ``keep``: sections of figures not built in this run (kept as they are, in figure
+    order); ``command``: the command that built this run's figures, recorded under each.
+    """
     base = Path(readme).resolve().parent
     lines = [
         "# Paper figures",
@@ -187,7 +210,10 @@ def gallery_markdown(results: Sequence[BuildResult], readme: str | Path,
         "version), so re-rendering takes seconds; `--recompute` ignores the cache.",
         "",
     ]
+    sections: dict[int, list[str]] = {
+        num: [text.rstrip("\n"), ""] for num, text in (keep or {}).items()}
     for r in results:
+        lines_before, lines = lines, []
         png = next((p for p in r.paths if p.suffix == ".png"), None)
         pdf = next((p for p in r.paths if p.suffix == ".pdf"), None)
         lines += [f"## Figure {r.spec.number} — {r.spec.title}", ""]
@@ -198,12 +224,21 @@ def gallery_markdown(results: Sequence[BuildResult], readme: str | Path,
                 img = f"[{img}]({Path(os.path.relpath(pdf.resolve(), base)).as_posix()})"
             lines += [img, ""]
         lines += [r.caption, ""]
+        built = f"; built by `{command}`" if command else ""
         lines += [f"*Source: `paper_figures/{r.spec.name}.py`, budget "
-                  f"`{r.data.meta.get('budget', budget.name)}`.*", ""]
+                  f"`{r.data.meta.get('budget', budget.name)}`{built}.*", ""]
+        sections[r.spec.number] = lines
+        lines = lines_before
+    for num in sorted(sections):
+        lines += sections[num]
     return "\n".join(lines).rstrip() + "\n"
 
 
 def write_gallery(results: Sequence[BuildResult], readme: str | Path,
-                  budget: FigureBudget) -> Path:
-    """Write :func:`gallery_markdown` to ``readme`` atomically."""
-    return atomic_write_text(readme, gallery_markdown(results, readme, budget))
+                  budget: FigureBudget, *, command: str | None = None) -> Path:
+    """Write :func:`gallery_markdown` to ``readme`` atomically; the sections of figures
+    not built in this run are kept from the existing page (a subset never removes others)."""
+    built = {r.spec.number for r in results}
+    keep = {n: t for n, t in existing_sections(readme).items() if n not in built}
+    return atomic_write_text(readme, gallery_markdown(results, readme, budget,
+                                                      command=command, keep=keep))

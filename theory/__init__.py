@@ -54,6 +54,7 @@ from maml_depth.theory.preconditioners import (
     optimal_preconditioner,
     preconditioned_loss,
 )
+from maml_depth.theory.reference import reference_losses as reference_losses
 from maml_depth.theory.representation import (
     anil_late_ratio,
     anil_population_step,

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import sympy as sp
+from sympy.core.mul import _keep_coeff
 from sympy.matrices.expressions import (
     Identity,
     KroneckerProduct,
@@ -47,6 +48,9 @@ from sympy.matrices.expressions import (
     MatrixSymbol,
     Transpose,
 )
+from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE, precedence
+from sympy.printing.str import StrPrinter
 
 from maml_depth import _checks
 from maml_depth.errors import InvalidArgumentError, ShapeError
@@ -420,7 +424,7 @@ class UpdateRule:
     def text(self) -> str:
         """The rule as plain text (sympy ``str`` notation, ``.T`` = transpose)."""
         lines = [self._header()]
-        eqs = self._equations(sp.sstr)
+        eqs = self._equations(matrix_str)
         if self.steps == 1:
             lines.append("  (W = W_L*...*W_1; W' = sum_p alpha**p * C_p)")
         else:
@@ -434,11 +438,115 @@ class UpdateRule:
 
     def latex(self) -> str:
         """The rule as a LaTeX ``aligned`` block (gradient, product form, α-coefficients)."""
-        rows = [f"{_tex_name(lhs)} &= {rhs}" for lhs, rhs in self._equations(sp.latex)]
+        rows = [f"{_tex_name(lhs)} &= {rhs}" for lhs, rhs in self._equations(matrix_latex)]
         return "\\begin{aligned}\n" + " \\\\\n".join(rows) + "\n\\end{aligned}"
 
     def __str__(self) -> str:
         return self.text()
+
+
+def _cheap_precedence(item: Any) -> int:
+    """sympy's precedence without its cost: for a matrix product sympy asks
+    ``could_extract_minus_sign``, which negates and re-simplifies (``MatMul.doit``) the whole
+    product — seconds per term at depth 8. A product here is negative exactly when its
+    leading scalar is, which is what this checks."""
+    if isinstance(item, MatMul):
+        c = item.args[0]
+        neg = bool(getattr(c, "is_Number", False) and c.is_negative)
+        return PRECEDENCE["Add"] if neg else PRECEDENCE["Mul"]
+    return precedence(item)
+
+
+class _StrPrinter(StrPrinter):
+    """``sp.sstr`` with :func:`_cheap_precedence` (same text, linear time)."""
+
+    def parenthesize(self, item: Any, level: int, strict: bool = False) -> str:
+        p = _cheap_precedence(item)
+        if p < level or (not strict and p <= level):
+            return f"({self._print(item)})"
+        return str(self._print(item))
+
+    def _print_MatMul(self, expr: Any) -> str:
+        c, m = expr.as_coeff_mmul()
+        sign = ""
+        if c.is_number and c.is_extended_real and c.is_negative:
+            expr = _keep_coeff(-c, m)
+            sign = "-"
+        level = _cheap_precedence(expr)
+        return sign + "*".join(self.parenthesize(a, level) for a in expr.args)
+
+    def _print_Add(self, expr: Any, order: Any = None) -> str:
+        prec = precedence(expr)
+        parts: list[str] = []
+        for term in self._as_ordered_terms(expr, order=order):
+            t = str(self._print(term))
+            if t.startswith("-") and not term.is_Add:
+                sign, t = "-", t[1:]
+            else:
+                sign = "+"
+            if _cheap_precedence(term) < prec or term.is_Add:
+                parts.extend([sign, f"({t})"])
+            else:
+                parts.extend([sign, t])
+        sign = parts.pop(0)
+        return ("" if sign == "+" else sign) + " ".join(parts)
+
+
+class _LatexPrinter(LatexPrinter):
+    """``sp.latex`` with :func:`_cheap_precedence` (same text, linear time)."""
+
+    def parenthesize(self, item: Any, level: int, is_neg: bool = False,
+                     strict: bool = False) -> str:
+        if is_neg and strict:
+            return str(self._add_parens(self._print(item)))
+        p = _cheap_precedence(item)
+        if p < level or (not strict and p <= level):
+            return str(self._add_parens(self._print(item)))
+        return str(self._print(item))
+
+    def _print_MatMul(self, expr: Any) -> str:
+        level = _cheap_precedence(expr)
+
+        def parens(x: Any) -> str:
+            if isinstance(x, sp.Mul) and not isinstance(x, MatMul):
+                return str(self._print(x))
+            return self.parenthesize(x, level, False)
+
+        args = list(expr.args)
+        c = args[0]
+        if getattr(c, "is_Number", False) and c.is_negative:
+            args = args[1:] if c == -1 else [-c, *args[1:]]
+            return "- " + " ".join(map(parens, args))
+        return " ".join(map(parens, args))
+
+    def _print_Add(self, expr: Any, order: Any = None) -> str:
+        tex = ""
+        for i, term in enumerate(self._as_ordered_terms(expr, order=order)):
+            if isinstance(term, MatMul):
+                c, m = term.as_coeff_mmul()
+                negative = bool(getattr(c, "is_Number", False) and c.is_negative)
+            else:
+                negative = bool(term.could_extract_minus_sign())
+            if i == 0:
+                pass
+            elif negative:
+                tex += " - "
+                term = _keep_coeff(-c, m) if isinstance(term, MatMul) else -term
+            else:
+                tex += " + "
+            term_tex = str(self._print(term))
+            if self._needs_add_brackets(term):
+                term_tex = rf"\left({term_tex}\right)"
+            tex += term_tex
+        return tex
+
+
+def matrix_str(expr: Any) -> str:
+    return str(_StrPrinter().doprint(expr))
+
+
+def matrix_latex(expr: Any) -> str:
+    return str(_LatexPrinter().doprint(expr))
 
 
 def _tex_name(lhs: str) -> str:

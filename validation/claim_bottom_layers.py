@@ -49,6 +49,7 @@ def run(ctx: RunContext) -> ClaimResult:
     evals, evecs = torch.linalg.eigh(fam.Lam)
     U = evecs[:, evals > 1e-10 * float(evals.max())].numpy()
     worst, worst0, energy, traj = [], [], [], []
+    not_converged: list[str] = []
     every = max(1, ctx.budget.meta_steps // 30)
     for k in range(ctx.budget.seeds):
         g = torch.Generator().manual_seed(ctx.seed + 100 + k)
@@ -64,6 +65,10 @@ def run(ctx: RunContext) -> ClaimResult:
 
         res = meta_train(deep, fam, inner(s), s.outer(ctx.budget), seed=ctx.seed + 200 + k,
                          callback=record)
+        conv = res.convergence
+        why = res.diverged or (conv.reason if conv is not None and not conv.converged else None)
+        if why:
+            not_converged.append(f"seed {k}: {why}")
         B = B_L(deep, res.params).numpy()
         worst.append(float(angles_deg(B, U).max()))
         energy.append(energy_outside(B, U))
@@ -72,6 +77,8 @@ def run(ctx: RunContext) -> ClaimResult:
     iv = stats.mean_interval(worst)
     iv0 = stats.mean_interval(worst0)
     verdict = stats.verdict_all_seeds([a < TOL_DEG for a in worst])
+    if not_converged:  # an unconverged network is never a pass or a fail
+        verdict = "inconclusive"
     figures = trajectory_figure(
         ctx.out_dir, "claim5_principal_angles", traj,
         label="largest principal angle (seed 0)", tolerance=TOL_DEG,
@@ -84,7 +91,9 @@ def run(ctx: RunContext) -> ClaimResult:
         effect="largest principal angle (degrees) between row space of B_L and range(Λ)",
         summary=(f"rank-{U.shape[1]} Λ in d = {s.d}: largest principal angle after training "
                  f"{iv} (tol {TOL_DEG}°), at initialisation {iv0.estimate:.1f}°; energy of "
-                 f"B_L outside range(Λ) {np.mean(energy):.3f}"),
+                 f"B_L outside range(Λ) {np.mean(energy):.3f}")
+                + (f"; inconclusive: not converged: {'; '.join(not_converged)}"
+                   if not_converged else ""),
         config=describe(s) | {"seeds": ctx.budget.seeds, "meta_steps": ctx.budget.meta_steps},
         details={"largest_angle_deg": worst, "largest_angle_init_deg": worst0,
                  "energy_outside": energy, "trajectory_largest_angle": traj},

@@ -53,7 +53,10 @@ def run(ctx: RunContext) -> ClaimResult:
         details[name] = {"deep_loss": float(dp.mean()), "gap_ratio": iv.estimate,
                          "gap_ratio_ci": iv.as_list(), "verdict": parts[-1][2]}
     details["shallow_loss"] = float(sh.mean())
-    verdict = stats.combine([v for _, _, v in parts] + (["fail"] if nets.diverged else []))
+    verdict = stats.combine([v for _, _, v in parts])
+    not_converged = nets.diverged + nets.unconverged  # never a pass or a fail
+    if not_converged:
+        verdict = "inconclusive"
     # headline: the sampled-task network's gap, in loss units (the ratio interval × Δ_th)
     r = parts[1][1]
     main = stats.Interval(r.estimate * gap_th, r.low * gap_th, r.high * gap_th, r.level, r.n,
@@ -79,8 +82,10 @@ def run(ctx: RunContext) -> ClaimResult:
                  f"{details['population']['deep_loss']:.4f} (population-trained), "
                  f"{details['sampled']['deep_loss']:.4f} (sampled-trained), theory E ℒ(P*) = "
                  f"{loss_star:.4f}; gap ratio {parts[0][1]} / {parts[1][1]}; "
-                 f"band 1 ± {TOL}"),
+                 f"band 1 ± {TOL}")
+                + (f"; inconclusive: not converged: {'; '.join(not_converged)}"
+                   if not_converged else ""),
         config=describe(s) | {"eval_tasks": N, "meta_steps": ctx.budget.meta_steps},
         details=details | {"theory_loss_alpha": loss_alpha, "theory_loss_star": loss_star,
-                           "diverged": nets.diverged},
+                           "diverged": nets.diverged, "unconverged": nets.unconverged},
     )

@@ -82,6 +82,7 @@ def run_linear(ctx: RunContext) -> ClaimResult:
     name = model.weight_names[0]
     maml = per_task_losses(model, {name: fam.W_bar}, {}, InnerConfig(alpha=alpha), fam, batch)
     parts = []
+    not_converged: list[str] = []
     details: dict[str, Any] = {"alpha": alpha, "theory_loss_alpha": loss_alpha,
                           "measured_maml_at_W_bar": float(maml.mean())}
     outer = OuterConfig(meta_steps=ctx.budget.meta_steps, meta_batch=64, lr=0.05,
@@ -95,18 +96,26 @@ def run_linear(ctx: RunContext) -> ClaimResult:
         res = meta_train(model, fam, inner, outer, seed=ctx.seed + 1)
         trained = per_task_losses(model, res.params, res.precond_state, inner, fam, batch)
         iv = stats.paired_ratio_interval(maml - trained, maml - best_losses)
-        v = stats.verdict_within(iv, *BAND) if res.diverged is None else "fail"
+        conv = res.convergence
+        why = res.diverged or (conv.reason if conv is not None and not conv.converged else None)
+        # an unconverged network is never a pass or a fail
+        v = stats.verdict_within(iv, *BAND) if why is None else "inconclusive"
+        if why is not None:
+            not_converged.append(f"{opt}: {why}")
         parts.append((opt, iv, v))
         details[opt] = {"class": kind, "theory_class_optimum": best,
                         "measured_class_optimum": float(best_losses.mean()),
                         "measured_loss": float(trained.mean()), "gap_closed": iv.estimate,
                         "gap_closed_ci": iv.as_list(), "verdict": v, "diverged": res.diverged}
     worst = min(parts, key=lambda p: p[1].low)
+    verdict = "inconclusive" if not_converged else stats.combine([v for _, _, v in parts])
     return ctx.result(
-        verdict=stats.combine([v for _, _, v in parts]), measured=worst[1].estimate,
+        verdict=verdict, measured=worst[1].estimate,
         theory=1.0, interval=worst[1],
         effect=f"fraction of the gap E ℒ(αI) − E ℒ*_class closed (worst: {worst[0]})",
         summary="; ".join(f"{o}: {iv}" for o, iv, _ in parts)
+        + (f"; inconclusive: not converged: {'; '.join(not_converged)}"
+           if not_converged else "")
         + f"; MAML at α = {alpha:.3g}: E ℒ(αI) = {loss_alpha:.4f} (measured "
           f"{maml.mean():.4f}); band {BAND}",
         config={"d": D, "n": N_SUPPORT, "sigma": SIGMA, "eval_tasks": ctx.budget.eval_tasks,

@@ -61,8 +61,10 @@ def run(ctx: RunContext) -> ClaimResult:
     errs_pop, errs_s, aligns, traj = [], [], [], []
     step_err = 0.0
     P_star = None
+    not_converged: list[str] = []
     for k in range(ctx.budget.seeds):
         nets = train_nets(s, ctx.budget, ctx.seed, ctx.seed + k)
+        not_converged += nets.diverged + [u for u in nets.unconverged if u.startswith("deep")]
         fam = nets.family
         P_star, _ = optimal_preconditioner(fam.Sigma.numpy(), fam.Lam.numpy(), s.sigma, s.n)
         errs_pop.append(rel_error(nets.extracted_P(nets.deep_population, s.alpha), P_star))
@@ -77,6 +79,8 @@ def run(ctx: RunContext) -> ClaimResult:
     verdict = stats.combine([stats.verdict_below(iv_pop, TOL_POPULATION),
                              stats.verdict_below(iv_s, TOL_SAMPLED),
                              "pass" if step_err <= TOL_STEP else "fail"])
+    if not_converged:  # an unconverged network is never a pass or a fail
+        verdict = "inconclusive"
     figures = trajectory_figure(
         ctx.out_dir, "claim4_preconditioner_error", traj, log=True,
         label="sampled-task training (seed 0)", tolerance=TOL_SAMPLED,
@@ -89,7 +93,9 @@ def run(ctx: RunContext) -> ClaimResult:
         summary=(f"over {len(errs_s)} seeds: population-trained error {iv_pop} "
                  f"(tol {TOL_POPULATION:g}); sampled-trained error {iv_s} (tol {TOL_SAMPLED}); "
                  f"alignment {np.mean(aligns):.4f}; one inner step vs W − G P: max rel. error "
-                 f"{step_err:.1e}"),
+                 f"{step_err:.1e}")
+                + (f"; inconclusive: not converged: {'; '.join(not_converged)}"
+                   if not_converged else ""),
         config=describe(s) | {"seeds": ctx.budget.seeds, "meta_steps": ctx.budget.meta_steps},
         details={"errors_population": errs_pop, "errors_sampled": errs_s,
                  "alignment_sampled": aligns, "trajectory_sampled": traj,

@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 import importlib
 
+from maml_depth.commands._common import DEVICE_HELP, check_device, check_out_file
+
 HELP = "benchmark the MAML engines against peers (or the theory with --theory)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--theory", action="store_true",
                    help="benchmark theory/ (symbolic derivation, closed form vs Monte Carlo)")
-    p.add_argument("--configs", default=None, help="engine configs, e.g. small,large")
-    p.add_argument("--peers", default=None, help="engine peers, e.g. loop,vmap,higher,torchopt")
+    p.add_argument("--configs", default=None,
+                   help="engine configs, e.g. small,large (None: every config)")
+    p.add_argument("--peers", default=None,
+                   help="engine peers, e.g. factorized,loop,vmap,higher,torchopt (None: every "
+                        "installed peer)")
     p.add_argument("--repeats", type=int, default=20, help="timed meta-steps per peer (≥ 20)")
     p.add_argument("--rounds", type=int, default=1,
                    help="rounds of separate per-peer measurements (time, memory, FLOPs); each "
@@ -25,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds each measurement's subprocess may run before it is reported "
                         "as timed out (> 0)")
-    p.add_argument("--device", default="cpu", help="cpu|cuda|auto")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP)
     p.add_argument("--out", default=None, help="also write the tables (Markdown) to this file")
 
 
@@ -43,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     engine.check_paired_rounds("--paired-rounds", args.paired_rounds)
     _checks.finite_float("--timeout", args.timeout, positive=True)
     _checks.finite_float("--paired-seconds", args.paired_seconds, nonneg=True)
+    check_device("--device", args.device)
+    check_out_file("--out", args.out)
     tables: list[Table] = []
     if args.theory:
         for mod in ("update_rule", "expected_loss"):

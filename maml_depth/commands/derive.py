@@ -12,6 +12,10 @@ References: MATH.md §1.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import sys
+from types import ModuleType
 
 HELP = "print the symbolic MAML update rule of a deep linear network and its α-coefficients"
 
@@ -21,13 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--adapt",
         default="all",
-        help="adapted layers: 1-based indices (1 = input layer) like '1,3', or 'all' "
-        "(default: all)",
+        help="adapted layers: 'all', 'top' (the output layer L) or 1-based indices "
+        "(1 = input layer) like '1,3'",
     )
-    parser.add_argument("--steps", type=int, default=1, help="inner steps k ≥ 1 (default 1)")
+    parser.add_argument("--steps", "--inner-steps", dest="steps", type=int, default=1,
+                        help="inner steps k ≥ 1")
     fmt = parser.add_mutually_exclusive_group()
     fmt.add_argument("--text", dest="format", action="store_const", const="text",
-                     help="plain text, sympy notation (default)")
+                     help="plain text, sympy notation (the default format)")
     fmt.add_argument("--latex", dest="format", action="store_const", const="latex",
                      help="a LaTeX aligned block")
     parser.add_argument(
@@ -38,14 +43,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(format="text")
 
 
-def run(args: argparse.Namespace) -> int:
-    import sympy as sp
+def _symbolic_modules() -> tuple[ModuleType, ModuleType]:
+    """``maml_depth.theory.update_rule`` and ``.scalar`` — without the rest of the package.
 
-    from maml_depth.theory import (
-        first_order_preconditioner_symbolic,
-        scalar_update,
-        update_rule,
-    )
+    Both need only sympy and numpy, but ``import maml_depth.theory`` also imports its
+    numeric half (torch: 1–3 s of a command that otherwise takes a fraction of a second).
+    When the package is not imported yet, the two modules are loaded under a temporary
+    parent that has the package's path but does not run its ``__init__``; the parent is
+    then removed again, so a later ``import maml_depth.theory`` is the full package (and
+    reuses these two modules).
+    """
+    name = "maml_depth.theory"
+    if name not in sys.modules:
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations is not None:
+            stub = ModuleType(name)
+            stub.__path__ = list(spec.submodule_search_locations)
+            stub.__package__ = name
+            sys.modules[name] = stub
+            try:
+                importlib.import_module(f"{name}.update_rule")
+                importlib.import_module(f"{name}.scalar")
+            finally:
+                if sys.modules.get(name) is stub:
+                    del sys.modules[name]
+    return (importlib.import_module(f"{name}.update_rule"),
+            importlib.import_module(f"{name}.scalar"))
+
+
+def run(args: argparse.Namespace) -> int:
+    rules, scalar = _symbolic_modules()
+    update_rule = rules.update_rule
+    first_order_preconditioner_symbolic = rules.first_order_preconditioner_symbolic
+    matrix_latex, matrix_str = rules.matrix_latex, rules.matrix_str
+    scalar_update = scalar.scalar_update
 
     rule = update_rule(args.depth, args.adapt, args.steps)
     latex = args.format == "latex"
@@ -54,16 +85,16 @@ def run(args: argparse.Namespace) -> int:
         P = first_order_preconditioner_symbolic(rule.depth, rule.adapt)
         print()
         if latex:
-            print(f"P = {sp.latex(P)}")
+            print(f"P = {matrix_latex(P)}")
         else:
             print("first order: vec W' = vec W - alpha * P * vec G + O(alpha**2), "
                   "column-major vec,")
             print("  (KroneckerProduct(B, A) = B ⊗ A; I = identity of width d_0 or d_L)")
-            print(f"  P = {sp.sstr(P)}")
+            print(f"  P = {matrix_str(P)}")
     if args.scalar:
         w = scalar_update(rule.depth, rule.adapt, rule.steps)
         print()
         label = "scalar case (widths 1), s_xx = sum x^2/n, s_xy = sum x*y/n:"
         print(label if not latex else f"% {label}")
-        print(f"w' = {sp.latex(w) if latex else sp.sstr(w)}")
+        print(f"w' = {matrix_latex(w) if latex else matrix_str(w)}")
     return 0

@@ -10,26 +10,30 @@ from __future__ import annotations
 
 import argparse
 
+from maml_depth.commands._common import check_out_dir, check_out_file
+
 HELP = "regenerate the paper figures (theory curves + measured points), PNG and PDF"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", default=None, metavar="N,…",
-                   help="comma-separated figure numbers, e.g. 1,3 (default: all six)")
+                   help="comma-separated figure numbers, e.g. 1,3 (None: all six); with "
+                        "--readme only their gallery entries are replaced")
     p.add_argument("--budget", default="quick",
-                   help="tiny (seconds, for tests) | quick (minutes on 2 CPU cores; default) "
+                   help="tiny (seconds, for tests) | quick (minutes on 2 CPU cores) "
                         "| full (more seeds, steps and tasks)")
     p.add_argument("--out", default="results/figures", help="output folder of the PNG/PDF")
     p.add_argument("--cache", default="results/figures-cache", metavar="DIR",
                    help="cache folder of the figure data, keyed by figure, budget and "
-                        "version (default: results/figures-cache)")
+                        "version")
     p.add_argument("--recompute", action="store_true",
                    help="ignore cached data and compute it again")
     p.add_argument("--readme", default=None, metavar="PATH",
-                   help="also write a markdown gallery showing the PNGs of the figures "
-                        "built in this run (e.g. paper_figures/README.md)")
+                   help="also update a markdown gallery (e.g. paper_figures/README.md): the "
+                        "entries of the figures built in this run are replaced, the others "
+                        "kept")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: the networks are tiny, and more "
+                   help="torch intra-op threads (1: the networks are tiny, and more "
                         "threads only contend for the cores)")
     p.add_argument("--list", action="store_true", help="list the figures and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,6 +63,9 @@ def run(args: argparse.Namespace) -> int:
     budget = get_budget(args.budget)
     if args.threads < 1:
         raise ConfigError(f"--threads must be ≥ 1, got {args.threads}")
+    check_out_dir("--out", args.out)
+    check_out_dir("--cache", args.cache)
+    check_out_file("--readme", args.readme)
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     cache = Path(args.cache)
@@ -76,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(f"figure {num} ({r.spec.name}): data {how}, rendered in "
                    f"{r.render_seconds:.1f} s -> {files}")
     if args.readme:
-        path = write_gallery(results, args.readme, budget)
+        only = f" --only {','.join(map(str, numbers))}" if args.only else ""
+        command = (f"maml-depth figures{only} --budget {budget.name} --out {args.out} "
+                   f"--readme {args.readme}")
+        path = write_gallery(results, args.readme, budget, command=command)
         print(f"wrote gallery {path}")
     print(f"{len(results)} figure(s), budget {budget.name}, {time.perf_counter() - t0:.1f} s")
     return 0

@@ -30,7 +30,7 @@ def _positive(text: str) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="CONFIG.toml", help="sweep file (schema: docs/sweeps.md)")
     p.add_argument("--executor", choices=["local", "dask", "serial"], default=None,
-                   help="local process pool (default), Dask (a LocalCluster, or --scheduler), "
+                   help="local process pool (the default), Dask (a LocalCluster, or --scheduler), "
                         "or serial (in this process, for debugging)")
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786 "
@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true",
                    help="with --resume, recompute the points stored as failed")
     p.add_argument("--out", metavar="DIR", default=None,
-                   help="output folder (default: results/sweeps/<name>)")
+                   help="output folder (None: results/sweeps/<name>)")
     p.add_argument("--dry-run", action="store_true",
                    help="check the config, list the points and what is stored; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     points = cfg.expand()
     out = args.out if args.out is not None else default_out(cfg)
+    if not args.dry_run:
+        from maml_depth.commands._common import check_out_dir
+
+        check_out_dir("--out", str(out))
     if args.dry_run:
         valid, corrupt = Store(out).scan(p.key for p in points)
         shown = [k for k in varying_params(points)] or ["seed"]

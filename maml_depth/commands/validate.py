@@ -7,32 +7,85 @@ available; 2 for bad usage.
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from maml_depth.commands._common import DEVICE_HELP, check_device, check_out_dir, nonneg_int
+from maml_depth.errors import ConfigError
 
 HELP = "validate the paper's claims (MATH.md §5) and write report.md / report.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--claims", default=None, help="comma-separated claim ids (default: all)")
+    p.add_argument("--claims", default=None,
+                   help="comma-separated claim ids (None: every claim of --suite and --budget)")
     p.add_argument("--suite", default="paper",
-                   help="paper|neighbours|all: which claims run by default (default: paper)")
+                   help="paper|neighbours|all: which claims run when --claims is not given")
     p.add_argument("--budget", default="quick", help="quick|full")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed (≥ 0)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", default="results/validate", help="output folder")
     p.add_argument("--plugin", action="append", default=[],
-                   help="import this module first (it may register claims); repeatable")
+                   help="a module (importable, or in the current folder) or a file path like "
+                        "./my_claims.py, imported first so that it may register claims; "
+                        "repeatable")
     p.add_argument("--list", action="store_true", help="list the registered claims and exit")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def load_plugin(spec: str) -> ModuleType:
+    """Import ``spec``: a file path (``./my_claims.py``) or a module name, looked up on
+    ``sys.path`` and in the current folder. Any failure is one :class:`ConfigError` line."""
+    path = Path(spec)
+    try:
+        if spec.endswith(".py") or "/" in spec or "\\" in spec:
+            if not path.is_file():
+                raise ConfigError(f"--plugin: no such file {spec!r}")
+            name = path.stem
+            if not name.isidentifier():
+                raise ConfigError(f"--plugin: {spec!r} is not a valid module file name")
+            mspec = importlib.util.spec_from_file_location(name, path.resolve())
+            if mspec is None or mspec.loader is None:
+                raise ConfigError(f"--plugin: cannot load {spec!r} as a Python module")
+            module = importlib.util.module_from_spec(mspec)
+            sys.modules[name] = module
+            try:
+                mspec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
+            return module
+        cwd = str(Path.cwd())
+        added = cwd not in sys.path
+        if added:
+            sys.path.insert(0, cwd)
+        try:
+            return importlib.import_module(spec)
+        finally:
+            if added:
+                sys.path.remove(cwd)
+    except ConfigError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name == spec:
+            raise ConfigError(f"--plugin: no module {spec!r} (not importable, not in the "
+                              f"current folder; a file needs its path, e.g. ./{spec}.py)"
+                              ) from None
+        raise ConfigError(f"--plugin: importing {spec!r} failed: {exc}") from None
+    except Exception as exc:  # the plugin's own code failed: name it, one line
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"--plugin: importing {spec!r} raised {type(exc).__name__}: "
+                          f"{text}") from None
 
 
 def run(args: argparse.Namespace) -> int:
-    import importlib
     import time
-    from pathlib import Path
 
     from tqdm.auto import tqdm
 
-    from maml_depth.errors import ConfigError
     from maml_depth.numerics import resolve_device
     from maml_depth.validation import (
         BUDGETS,
@@ -44,10 +97,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     for mod in args.plugin:
-        try:
-            importlib.import_module(mod)
-        except ImportError as exc:
-            raise ConfigError(f"--plugin: cannot import {mod!r}: {exc}") from None
+        load_plugin(mod)
     if args.suite not in (*SUITES, "all"):
         raise ConfigError(f"--suite must be one of {[*SUITES, 'all']}, got {args.suite!r}")
     suites = SUITES if args.suite == "all" else (args.suite,)
@@ -68,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     unknown = [c for c in ids if c not in CLAIMS]
     if unknown:
         raise ConfigError(f"--claims: unknown claim id(s) {unknown}; known: {list(CLAIMS)}")
-    device = str(resolve_device(args.device))
+    device = str(resolve_device(check_device("--device", args.device)))
+    check_out_dir("--out", args.out)
     budget = BUDGETS[args.budget]
     t0 = time.perf_counter()
     results = []

@@ -139,6 +139,7 @@ class TrainedNets:
     trajectory_sampled: list[tuple[int, Params]] = field(default_factory=list)
     diverged: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    unconverged: list[str] = field(default_factory=list)
 
     def extracted_P(self, params: Params, alpha: float) -> np.ndarray:
         """``P = α B_LᵀB_L`` from the frozen layers below the top (MATH.md §4)."""
@@ -187,12 +188,15 @@ def train_nets(setting: LinearSetting, budget: Budget, family_seed: int, seed: i
             traj_s.append((step, {k: v.clone() for k, v in p.items()}))
 
     r_deep = meta_train(deep, fam, inner(setting), outer, seed=seed + 1, callback=record)
-    for r in (r_sh, r_deep):
+    unconverged = []
+    for name, r in (("shallow", r_sh), ("deep", r_deep)):
         if r.diverged:
             diverged.append(r.diverged)
+        elif r.convergence is not None and not r.convergence.converged:
+            unconverged.append(f"{name} (seed {seed}): {r.convergence.reason}")
     return TrainedNets(fam, shallow, deep, r_sh.params, pop.params, r_deep.params, traj_pop,
                        traj_s, diverged, {"shallow": r_sh.seconds, "population": pop.seconds,
-                                          "sampled": r_deep.seconds})
+                                          "sampled": r_deep.seconds}, unconverged)
 
 
 def describe(setting: LinearSetting) -> dict[str, Any]:

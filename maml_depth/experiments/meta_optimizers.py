@@ -20,7 +20,9 @@ Run::
 
 The jobs run through the shared grid driver (:func:`maml_depth.common.grid.run_grid`):
 ``--executor local|dask|serial``, ``--scheduler tcp://…`` for a Dask cluster, and
-``--store DIR --resume`` to continue a killed run. ``quick`` fits about 20 minutes of two CPU
+``--store DIR --resume`` to continue a killed run. The document goes to
+``results/meta_optimizers/results.md`` unless ``--out`` says otherwise (``--out
+docs/results.md`` refreshes the published page). ``quick`` fits about 20 minutes of two CPU
 cores; ``full`` is the paper-like budget (5 inner
 steps, more meta-steps and episodes; meant for a GPU). The document is written atomically.
 
@@ -268,7 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="MAML vs Meta-SGD, Meta-Curvature and KFO on sine regression and digits "
                     "few-shot classification; writes a markdown results document.")
     p.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
-    p.add_argument("--out", default="docs/results.md", help="results document (markdown)")
+    p.add_argument("--out", default="results/meta_optimizers/results.md",
+                   help="results document (markdown; default: %(default)s); docs/results.md "
+                        "is the published one")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (one torch thread each); default min(2, CPUs)")
     p.add_argument("--device", default="cpu", help="cpu|cuda|auto (default cpu)")

@@ -59,6 +59,10 @@ Parameters (type, default — meaning):
 ``seed``            int ≥ 0, 0                   seed of the task family, init and training
 ==================  ===========================  ===============================================
 
+The user-facing names of the Python API and the CLI are accepted as aliases (:data:`ALIASES`):
+``n_support`` = ``shots``, ``condition`` = ``anisotropy``, ``steps`` = ``inner_steps``,
+``preconditioner`` = ``optimizer``, ``sigma`` = ``noise``.
+
 Every violation raises :class:`~maml_depth.errors.ConfigError` with one line that starts
 with the offending key (``grid.depth[1] must be a positive integer …``).
 """
@@ -206,6 +210,25 @@ RESULT_FIELDS: dict[str, str] = {
     "precond_alignment": "<P, P*>_F / (||P||_F ||P*||_F)",
     "w_dist": "||W - W_bar||_F of the meta-learned end-to-end map",
 }
+
+
+#: The one user-facing name of a concept (as in the Python API and the CLI) → the parameter
+#: it sets. Both spellings are accepted; giving both in one table is an error.
+ALIASES: dict[str, str] = {"n_support": "shots", "condition": "anisotropy",
+                           "steps": "inner_steps", "preconditioner": "optimizer",
+                           "sigma": "noise"}
+
+
+def _canonical(where: str, table: dict[str, Any]) -> dict[str, Any]:
+    """``table`` with aliased keys mapped onto :data:`PARAMS` names."""
+    out: dict[str, Any] = {}
+    for k, v in table.items():
+        key = ALIASES.get(k, k)
+        if key in out:
+            other = next(a for a in table if ALIASES.get(a, a) == key and a != k)
+            raise ConfigError(f"{where}: {k!r} and {other!r} name the same parameter; keep one")
+        out[key] = v
+    return out
 
 
 def defaults() -> dict[str, Any]:
@@ -371,9 +394,9 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
         raise ConfigError(f"sweep.description must be a string, got {description!r}")
 
     fixed = {k: check_param(f"fixed.{k}", k, v)
-             for k, v in _table("[fixed]", data.get("fixed", {})).items()}
+             for k, v in _canonical("fixed", _table("[fixed]", data.get("fixed", {}))).items()}
     grid: dict[str, list[Any]] = {}
-    for k, values in _table("[grid]", data.get("grid", {})).items():
+    for k, values in _canonical("grid", _table("[grid]", data.get("grid", {}))).items():
         if k not in PARAMS:
             raise _unknown("grid", k, PARAMS)
         if not isinstance(values, list):
@@ -396,7 +419,7 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
             raise ConfigError("points is empty: give at least one [[points]] table")
         points = []
         for i, entry in enumerate(raw_points):
-            entry = _table(f"points[{i}]", entry)
+            entry = _canonical(f"points[{i}]", _table(f"points[{i}]", entry))
             checked = {}
             for k, v in entry.items():
                 checked[k] = check_param(f"points[{i}].{k}", k, v)
@@ -406,6 +429,7 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
 
     varying = [k for k in PARAMS if k in grid or any(k in p for p in points)]
     x = meta.get("x", None)
+    x = ALIASES.get(x, x) if isinstance(x, str) else x
     if x is not None:
         if not isinstance(x, str):
             raise ConfigError(f"sweep.x must be a parameter name, got {x!r}")
@@ -416,6 +440,7 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
         if not isinstance(group_by, list) or not all(isinstance(g, str) for g in group_by):
             raise ConfigError(f"sweep.group_by must be a list of parameter names, "
                               f"got {group_by!r}")
+        group_by = [ALIASES.get(g, g) for g in group_by]
         for g in group_by:
             if g not in PARAMS:
                 raise _unknown("sweep.group_by", g, PARAMS)

@@ -87,8 +87,11 @@ def summarize(frame: Any, points: list[Point], keys: list[str]) -> Any:
         if ok is not None and len(ok):
             kinds = sorted({str(k) for k in ok["theory_kind"] if isinstance(k, str)})
             row["theory_kind"] = "; ".join(kinds)
+            notes = sorted({str(k) for k in ok.get("theory_note", []) if isinstance(k, str)})
+            row["theory_note"] = "; ".join(notes) or "no closed form recorded"
         else:
             row["theory_kind"] = ""
+            row["theory_note"] = "no finished point"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -113,7 +116,8 @@ def to_markdown(table: Any, keys: list[str]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         cells = [_fmt(r[k]) for k in keys]
-        cells += [f"{r['n_ok']}/{r['n_points']}", pm(r, "post_loss"), _fmt(r["theory_loss"]),
+        theory = _fmt(r["theory_loss"]) or f"— ({r.get('theory_note', '')})"
+        cells += [f"{r['n_ok']}/{r['n_points']}", pm(r, "post_loss"), theory,
                   pm(r, "theory_gap"), _fmt(r["precond_rel_err_mean"]),
                   _fmt(r["precond_alignment_mean"])]
         lines.append("| " + " | ".join(cells) + " |")
