@@ -21,7 +21,8 @@ Engines compute the per-task terms ``ℓ_q(θ'_t)``:
 (Meta-SGD, convolutions, arbitrary modules); :func:`select_engine` says which and why.
 All engines return the same numbers and gradients (tested to float64 round-off).
 
-References: MATH.md §1, §6; Finn et al. (2017), eq. (2).
+References: docs/theory/update-rules.md#one-step, docs/theory/update-rules.md#factorized; Finn et
+al. (2017), eq. (2).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ n outer products, ``∇_W ℓ = δᵀ h`` with ``δ = ∂ℓ/∂z`` (n × d_out)
 
 (δ_s, h_s of task t at inner step s) and on any inputs ``x`` of task t (support or query)
 
-    x W'ᵀ_t = x Wᵀ − α (x V_tᵀ) U_t          (MATH.md §6)
+    x W'ᵀ_t = x Wᵀ − α (x V_tᵀ) U_t          (docs/theory/update-rules.md#factorized)
 
 The shared product ``x Wᵀ`` of every task is *one* matrix product over the stacked tasks;
 the per-task work is the small kernel ``x V_tᵀ`` (n_x × kn). Back-propagation to the layer
@@ -32,7 +32,8 @@ The population query loss (``n_query=None``, deep linear nets) needs each task's
 end-to-end map: it is the factorized forward pass of the identity matrix (``I W'ᵀ``), so it
 is computed in factorized form too.
 
-References: MATH.md §6 (and §1 for the update); Finn et al. (2017); Park & Oliva (2019,
+References: docs/theory/update-rules.md#factorized (and §1 for the update); Finn et al. (2017);
+Park & Oliva (2019,
 Meta-Curvature); Arnold et al. (2021, KFO).
 """
 

@@ -15,7 +15,8 @@ Two implementations with one signature:
 - :func:`inner_adapt_autograd` uses ``torch.autograd.grad(create_graph=True)`` on one task —
   the way learn2learn and higher work; the reference the batched engine is tested against.
 
-References: MATH.md §1 (one inner step on a subset S; k steps iterate); Finn et al. (2017).
+References: docs/theory/update-rules.md#one-step (one inner step on a subset S; k steps iterate);
+Finn et al. (2017).
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def inner_adapt(
     Works under ``torch.func.vmap`` (batched over tasks) and is differentiable
     (``torch.func.grad``).
 
-    References: MATH.md §1; Finn, Abbeel, Levine (2017), eq. (1).
+    References: docs/theory/update-rules.md#one-step; Finn, Abbeel, Levine (2017), eq. (1).
     """
     return _adapt(_grad_func, model, params, X, Y, alpha, adapt, steps, first_order, loss_fn,
                   preconditioner, precond_state)

@@ -29,12 +29,15 @@ All are pure torch, so they run under ``torch.func.vmap`` and second-order diffe
 for any adapted subset, any number of steps, any dtype and device.
 
 :func:`preconditioner_matrix` reads a learned preconditioner out as the matrix ``E`` of the
-linear map ``vec G ↦ vec D`` (column-major ``vec``, as in MATH.md §1, so the inner step is
+linear map ``vec G ↦ vec D`` (column-major ``vec``, as in docs/theory/update-rules.md#one-step, so
+the inner step is
 ``vec θ' = vec θ − α E vec G``); :func:`step_matrix` gives, for a single-output linear
-layer ``W ∈ R^{1×d}``, the ``d × d`` effective step matrix ``P = α Eᵀ`` of MATH.md §4
+layer ``W ∈ R^{1×d}``, the ``d × d`` effective step matrix ``P = α Eᵀ`` of
+docs/theory/expected-loss.md#optimal-preconditioner
 (``W' = W − G P``).
 
-References: MATH.md §1 ("meta-optimizers on a one-layer model, as update rules on W") and
+References: docs/theory/update-rules.md#one-step ("meta-optimizers on a one-layer model, as update
+rules on W") and
 §4; Li, Zhou, Chen, Li (2017) "Meta-SGD"; Park & Oliva (NeurIPS 2019) "Meta-Curvature";
 Arnold, Iqbal, Sha (AISTATS 2021), §4 (KFO).
 """
@@ -305,7 +308,7 @@ def preconditioner_matrix(
     """The learned preconditioner of one parameter as a matrix ``E`` (``N × N``, N = numel).
 
     ``vec D = E vec G`` for every gradient ``G`` of the parameter, with the column-major
-    ``vec`` of MATH.md §1 (first index fastest), so one inner step is
+    ``vec`` of docs/theory/update-rules.md#one-step (first index fastest), so one inner step is
     ``vec θ' = vec θ − α E vec G``. A conv kernel is vectorised in its ``(out, in, k)`` view
     (``k = kh·kw`` kernel positions in row-major order), so ``vec`` index
     ``o + out·i + out·in·κ``; kernels give Meta-Curvature ``E = M_fᵀ ⊗ M_iᵀ ⊗ M_o`` and
@@ -324,7 +327,7 @@ def preconditioner_matrix(
             determines it (required for MAML, whose state is empty).
         dtype, device: of ``E`` (default: those of the state).
 
-    References: MATH.md §1 (``vec W' = vec W − α P vec G``).
+    References: docs/theory/update-rules.md#one-step (``vec W' = vec W − α P vec G``).
     """
     pre = get_preconditioner(name)
     shape = _infer_shape(pre, state, param_name, shape)
@@ -365,7 +368,8 @@ def step_matrix(
     *,
     d: int | None = None,
 ) -> Tensor:
-    """The effective ``d × d`` step matrix ``P`` of a single-output linear layer (MATH.md §4).
+    """The effective ``d × d`` step matrix ``P`` of a single-output linear layer
+    (docs/theory/expected-loss.md#optimal-preconditioner).
 
     For ``W ∈ R^{1×d}`` one inner step is ``W' = W − α D = W − G P`` with ``P = α Eᵀ``
     (E from :func:`preconditioner_matrix`): MAML ``P = α I``; Meta-SGD ``P = α diag(φ)``;
@@ -379,7 +383,8 @@ def step_matrix(
         alpha: the inner step size α.
         d: input dimension (needed for MAML, whose state is empty).
 
-    References: MATH.md §4 (``P = αR`` for ``W − αLGR`` with ``L`` scalar).
+    References: docs/theory/expected-loss.md#optimal-preconditioner (``P = αR`` for ``W − αLGR``
+    with ``L`` scalar).
     """
     shape = None if d is None else (1, int(d))
     pre = get_preconditioner(name)
@@ -401,7 +406,7 @@ def state_for_step_matrix(name: str | Preconditioner, P: Tensor | Any, alpha: fl
     the optimizer's own ``from_step_matrix``: Meta-SGD ``φ = diag(P)/α`` (P must be
     diagonal for an exact inverse; its diagonal is used); Meta-Curvature ``M_in = P/α``;
     KFO ``R = (P/α)^{½}`` (P symmetric PSD); MAML only ``P = α I``. Used to realise a class
-    optimum of MATH.md §4 as a concrete optimizer state.
+    optimum of docs/theory/expected-loss.md#optimal-preconditioner as a concrete optimizer state.
     """
     pre = get_preconditioner(name)
     if pre.from_step_matrix is None:

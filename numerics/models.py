@@ -2,7 +2,8 @@
 
 "+LinNet" (Arnold et al. 2021, §3) adds linear layers (no nonlinearity between them) before
 the output layer: the network computes the same class of functions (same capacity) but is
-deeper, which changes how MAML's inner step moves the function (MATH.md §1: the layers
+deeper, which changes how MAML's inner step moves the function
+(docs/theory/update-rules.md#one-step: the layers
 above an adapted one precondition its gradient).
 
 - :class:`LinNetMLP` — ``dims[0] → … → dims[-1]`` with an activation after every hidden

@@ -10,7 +10,8 @@ deviation over tasks divided by √T, and :meth:`MonteCarloEstimate.interval` gi
 normal-approximation confidence interval. Every result is labelled an *estimate*.
 
 - :func:`monte_carlo_loss` — ``k`` steps ``W ← W − α L G R`` of a shallow (end-to-end) map,
-  ``G = (WX − Y)Xᵀ/n`` (MATH.md §3 has the closed form for ``k = 1``; none for ``k > 1``).
+  ``G = (WX − Y)Xᵀ/n`` (docs/theory/expected-loss.md#closed-form has the closed form for ``k =
+  1``; none for ``k > 1``).
 - :func:`monte_carlo_deep_loss` — a deep linear net ``W_L ⋯ W_1`` adapting any subset of its
   layers for ``k`` steps, each step the gradient of the support loss computed by autograd on
   the network's forward pass (no closed form except one adapted layer and ``k = 1``:
@@ -21,9 +22,10 @@ tasks, and draw every random number from an explicit ``torch.Generator`` (``seed
 none is given), so results reproduce exactly.
 
 Conventions: rows are samples (``X (T, n, d)``, ``Y (T, n, m)``); maps are ``(m, d)`` as in
-MATH.md.
+docs/theory/.
 
-References: MATH.md §1–3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+References: docs/theory/update-rules.md#one-step, docs/theory/notation.md#task-family,
+docs/theory/expected-loss.md#closed-form; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def preconditioned_adapted_maps(W: Tensor, X: Tensor, Y: Tensor, *, alpha: float
     Args: ``W (m, d)``; ``X (T, n, d)``; ``Y (T, n, m)``; ``L (m, m)``; ``R (d, d)``.
     Returns: the adapted maps ``(T, m, d)``.
 
-    References: MATH.md §1 (Meta-Curvature/KFO update), §3.
+    References: docs/theory/update-rules.md#one-step (Meta-Curvature/KFO update), §3.
     """
     n = X.shape[-2]
     Wk = W.expand(X.shape[0], *W.shape)
@@ -199,7 +201,8 @@ def monte_carlo_loss(
     """Monte Carlo estimate of ``E ℒ`` after ``steps`` inner steps ``W ← W − α L G R``.
 
     For ``steps = 1`` it estimates what :func:`maml_depth.theory.expected_loss` computes in
-    closed form (MATH.md §3); for ``steps > 1`` there is no closed form and this estimate is
+    closed form (docs/theory/expected-loss.md#closed-form); for ``steps > 1`` there is no closed
+    form and this estimate is
     the reference.
 
     Args:
@@ -215,7 +218,7 @@ def monte_carlo_loss(
     Returns:
         :class:`MonteCarloEstimate` ``(mean, stderr, num_tasks)`` — an estimate.
 
-    References: MATH.md §3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+    References: docs/theory/expected-loss.md#closed-form; Arnold, Iqbal, Sha (AISTATS 2021), §3.
     """
     if not isinstance(tasks, LinearRegressionTasks):
         raise InvalidArgumentError(
@@ -274,7 +277,7 @@ def deep_linear_adapted_maps(weights: DeepLinear | Sequence[Any], X: Tensor, Y: 
     losses ``Σ_t ‖X_t W_1ᵀ ⋯ W_Lᵀ − Y_t‖²/(2n)`` with respect to these copies is, task by
     task, that task's layer gradient — computed by autograd on the network's forward pass.
 
-    References: MATH.md §1.
+    References: docs/theory/update-rules.md#one-step.
     """
     ws = _weights(weights, None)
     ws = [w.to(dtype=X.dtype, device=X.device) for w in ws]
@@ -327,7 +330,8 @@ def monte_carlo_deep_loss(
     Returns:
         :class:`MonteCarloEstimate` ``(mean, stderr, num_tasks)`` — an estimate.
 
-    References: MATH.md §1, §3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+    References: docs/theory/update-rules.md#one-step, docs/theory/expected-loss.md#closed-form;
+    Arnold, Iqbal, Sha (AISTATS 2021), §3.
     """
     if not isinstance(tasks, LinearRegressionTasks):
         raise InvalidArgumentError(

@@ -2,11 +2,12 @@
 
 Every model is evaluated functionally, ``torch.func.functional_call(module, params, (x,))``,
 with ``params`` a ``dict[str, Tensor]``. Layers are numbered from 1 (the input layer) to L
-(the output layer), as in MATH.md §1: layer j is the j-th sub-module, in registration order,
+(the output layer), as in docs/theory/update-rules.md#one-step: layer j is the j-th sub-module, in
+registration order,
 that owns parameters directly (for :class:`DeepLinear` and :class:`MLP` the j-th
 ``nn.Linear``). Inputs are rows: ``x`` has shape ``(n, d_0)``, outputs ``(n, d_L)``.
 
-References: Arnold, Iqbal, Sha (AISTATS 2021), §3; MATH.md §1.
+References: Arnold, Iqbal, Sha (AISTATS 2021), §3; docs/theory/update-rules.md#one-step.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class DeepLinear(nn.Module):
         scale: see ``init`` (default 1).
         generator: explicit ``torch.Generator`` for the random schemes.
 
-    References: MATH.md §1 (``W = A_j W_j B_j``).
+    References: docs/theory/update-rules.md#one-step (``W = A_j W_j B_j``).
     """
 
     def __init__(

@@ -2,14 +2,16 @@
 
 For a deep linear network adapting any layers with k inner steps of size α, the expected
 post-adaptation loss over the task family is an exact function of the layer weights
-(:func:`maml_depth.theory.expected_deep_loss`: the closed form of MATH.md §3 with
+(:func:`maml_depth.theory.expected_deep_loss`: the closed form of
+docs/theory/expected-loss.md#closed-form with
 ``L = A_jA_jᵀ``, ``R = B_jᵀB_j`` for one layer and one step, the exact Wick expectation of
 docs/theory/exact-expectation.md otherwise, within its reach: one adapted layer with
 k ≤ 3, or one step with up to three adapted layers). This module minimises it with L-BFGS
 (strong Wolfe line search) — the deterministic counterpart of
 :func:`maml_depth.numerics.meta_train`.
 
-References: MATH.md §1, §3, §4; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+References: docs/theory/update-rules.md#one-step, docs/theory/expected-loss.md#closed-form,
+docs/theory/expected-loss.md#optimal-preconditioner; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ read-outs ask the object and never branch on its name:
   weight ``(1, d)``) is ``α M`` — the inverse of the read-out; None when there is none;
 - ``references``: where it comes from.
 
-References: MATH.md §1 (meta-optimizers as update rules on W); Arnold et al. (2021), §4.
+References: docs/theory/update-rules.md#one-step (meta-optimizers as update rules on W); Arnold et
+al. (2021), §4.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from torch import Tensor
 from maml_depth.errors import InvalidArgumentError
 
 Params = dict[str, Tensor]
-#: a preconditioner class of theory (MATH.md §4)
+#: a preconditioner class of theory (docs/theory/expected-loss.md#optimal-preconditioner)
 TheoryClass = Literal["full", "diagonal", "scalar"]
 #: ``fn(state, name, param) -> (left, right)``: the preconditioned direction of the gradient
 #: ``G`` of parameter ``name`` is ``left @ G @ right`` (``None`` = identity). For a bias (a

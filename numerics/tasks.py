@@ -1,10 +1,11 @@
-"""The Gaussian linear-regression task family of MATH.md §2.
+"""The Gaussian linear-regression task family of docs/theory/notation.md#task-family.
 
 A task is ``W_t = W̄ + Z`` with the rows of ``Z`` i.i.d. ``N(0, Λ)``; inputs ``x ~ N(0, Σ)``;
 targets ``y = W_t x + ε`` with ``ε ~ N(0, σ² I_m)``. Batches follow torch's convention
 (rows are samples): inputs ``(T, n, d)``, targets ``(T, n, m)``, task maps ``(T, m, d)``.
 
-References: MATH.md §2; Arnold, Iqbal, Sha (AISTATS 2021), §3 (linear regression).
+References: docs/theory/notation.md#task-family; Arnold, Iqbal, Sha (AISTATS 2021), §3 (linear
+regression).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def random_rotation(d: int, generator: torch.Generator, dtype: torch.dtype = tor
 
 @dataclass(frozen=True)
 class LinearRegressionTasks:
-    """Gaussian linear-regression tasks (MATH.md §2).
+    """Gaussian linear-regression tasks (docs/theory/notation.md#task-family).
 
     Args:
         Sigma: input covariance Σ, ``(d, d)`` symmetric positive definite.

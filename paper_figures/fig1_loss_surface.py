@@ -1,7 +1,8 @@
 """Figure 1 — the MAML objective of a scalar two-layer linear model ``w = w₂ w₁`` next to the
 shallow one, with meta-training trajectories.
 
-Tasks (MATH.md §2 with m = d = 1): ``x ~ N(0, s)``, ``w_t ~ N(w̄, τ²)``, ``y = w_t x + ε``,
+Tasks (docs/theory/notation.md#task-family with m = d = 1): ``x ~ N(0, s)``, ``w_t ~ N(w̄, τ²)``,
+``y = w_t x + ε``,
 ``ε ~ N(0, σ²)``, n support samples, one inner step of size α. The deep model adapts its
 bottom layer ``w₁`` (the top layer ``w₂`` only preconditions: ``w' = w − α w₂² g``).
 
@@ -14,7 +15,8 @@ bottom layer ``w₁`` (the top layer ``w₂`` only preconditions: ``w' = w − �
   :func:`maml_depth.theory.optimal_preconditioner`) and meta-training trajectories of a real
   :class:`~maml_depth.numerics.DeepLinear` network from several initialisations.
 
-References: MATH.md §1 (scalar update), §3, §4; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+References: docs/theory/update-rules.md#one-step (scalar update), §3, §4; Arnold, Iqbal, Sha
+(AISTATS 2021), §3.
 """
 
 from __future__ import annotations

@@ -1,18 +1,20 @@
 """Figure 2 — post-adaptation loss over meta-training: Shallow vs Deep on linear regression,
 LogR vs LogR+LinNet on binary classification.
 
-- (a) Linear regression (the setting of MATH.md §4 / claims 3–4: d = 4, n = 10, σ = 0.5,
+- (a) Linear regression (the setting of docs/theory/expected-loss.md#optimal-preconditioner /
+  claims 3–4: d = 4, n = 10, σ = 0.5,
   α = 0.1, anisotropic rotated Σ and Λ): the shallow model (one layer, MAML) and a deep
   linear net of depth 3 (hidden 2d, MAML on its top layer; same capacity, a linear map).
   Curves: mean post-adaptation loss on fresh tasks along meta-training, mean and 95% band
   over seeds. Lines: the theory asymptotes ``E ℒ(αI)`` (shallow at W = W̄) and ``E ℒ(P*)``
-  (deep), MATH.md §4.
+  (deep), docs/theory/expected-loss.md#optimal-preconditioner.
 - (b) Binary classification with a linear teacher (``LogisticTasks``): logistic regression
   (LogR, one layer) vs LogR+LinNet (two extra linear layers of width 2d below the output:
   more depth, the same linear capacity), MAML adapting all layers, query cross-entropy. No
   closed form exists here, so no theory line.
 
-References: MATH.md §4; Arnold, Iqbal, Sha (AISTATS 2021), §3 ("Shallow"/"Deep",
+References: docs/theory/expected-loss.md#optimal-preconditioner; Arnold, Iqbal, Sha (AISTATS
+2021), §3 ("Shallow"/"Deep",
 "LogR"/"LogR+LinNet").
 """
 
@@ -50,7 +52,8 @@ LOGR: dict[str, Any] = {"d": 4, "n_support": 10, "n_query": 50, "tau": 2.0, "alp
 
 
 def theory(setting: Any = LINEAR) -> tuple[float, float]:
-    """``(E ℒ(αI), E ℒ(P*))`` of the regression setting (MATH.md §4)."""
+    """``(E ℒ(αI), E ℒ(P*))`` of the regression setting
+    (docs/theory/expected-loss.md#optimal-preconditioner)."""
     from maml_depth.theory import fixed_step_loss, optimal_preconditioner
 
     fam = linear_family(setting)

@@ -1,6 +1,7 @@
 """Figure 3 — post-adaptation loss against depth and against the number of shots.
 
-Setting: the linear regression of MATH.md §4 (d = 4, σ = 0.5, α = 0.1, anisotropic rotated
+Setting: the linear regression of docs/theory/expected-loss.md#optimal-preconditioner (d = 4, σ =
+0.5, α = 0.1, anisotropic rotated
 Σ and Λ, hidden widths 2d), one inner step.
 
 - (a) Depth L. Top layer adapted (S = {L}): theory ``E ℒ(αI)`` at L = 1 (the shallow model)
@@ -12,7 +13,8 @@ Setting: the linear regression of MATH.md §4 (d = 4, σ = 0.5, α = 0.1, anisot
 - (b) Shots n (depth 1 vs depth 3, top adapted): theory curves ``E ℒ(αI)``, the tuned
   shallow step ``E ℒ(α_s* I)`` and ``E ℒ(P*)`` as functions of n, with measured points.
 
-References: MATH.md §1, §3, §4; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+References: docs/theory/update-rules.md#one-step, docs/theory/expected-loss.md#closed-form,
+docs/theory/expected-loss.md#optimal-preconditioner; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 """
 
 from __future__ import annotations

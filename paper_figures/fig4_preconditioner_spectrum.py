@@ -2,7 +2,8 @@
 training, against P* and Σ⁻¹.
 
 A deep linear net adapting its top layer takes the step ``W' = W − G P`` with
-``P = α B_LᵀB_L`` made of its frozen lower layers (MATH.md §1, §4). Along meta-training
+``P = α B_LᵀB_L`` made of its frozen lower layers (docs/theory/update-rules.md#one-step,
+docs/theory/expected-loss.md#optimal-preconditioner). Along meta-training
 (the deep runs of figure 2: depth 3, hidden 2d, sampled tasks, Adam) we read P out of the
 network's weights at every checkpoint.
 
@@ -12,7 +13,9 @@ network's weights at every checkpoint.
 - (b) Relative error ``‖P − P*‖_F/‖P*‖_F`` over training (mean and 95% band over seeds), with
   the distance of Σ⁻¹ and of MAML's fixed step αI from P* as references.
 
-References: MATH.md §1, §4, §5.4; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+References: docs/theory/update-rules.md#one-step,
+docs/theory/expected-loss.md#optimal-preconditioner, docs/theory/paper-claims.md#claim-4; Arnold,
+Iqbal, Sha (AISTATS 2021), §3.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 on one linear layer vs MAML on a deep linear net, each against its class's theoretical
 optimum.
 
-On the linear regression of MATH.md §4 (m = 1, one inner step) every method's inner update
+On the linear regression of docs/theory/expected-loss.md#optimal-preconditioner (m = 1, one inner
+step) every method's inner update
 is ``W' = W − G P`` with P from a class: MAML ``P = αI`` (fixed); Meta-SGD a learned
 diagonal; Meta-Curvature ``α m_o M_i`` and KFO ``α l² RᵀR`` (any matrix / any PSD matrix);
 the deep net ``α B_LᵀB_L`` (any PSD matrix). The best expected loss of each class is a
@@ -13,7 +14,8 @@ closed form (:func:`maml_depth.theory.optimal_preconditioner`): ``E ℒ(αI)`` f
 - (b) The measured loss of the final networks (95% t-interval over seeds, each seed measured
   on fresh tasks) next to the optimum of its class (theory, black bar).
 
-References: MATH.md §4, §5.6; Li et al. (2017); Park & Oliva (2019); Arnold, Iqbal, Sha
+References: docs/theory/expected-loss.md#optimal-preconditioner,
+docs/theory/paper-claims.md#claim-6; Li et al. (2017); Park & Oliva (2019); Arnold, Iqbal, Sha
 (AISTATS 2021), §4.
 """
 
@@ -39,7 +41,8 @@ FIGSIZE = (10.0, 4.2)
 
 
 def _class_of(optimizer: str) -> str:
-    """The preconditioner class the optimizer object declares (MATH.md §4)."""
+    """The preconditioner class the optimizer object declares
+    (docs/theory/expected-loss.md#optimal-preconditioner)."""
     cls = PRECONDITIONERS[optimizer].theory_class
     assert cls is not None, optimizer
     return cls
@@ -60,7 +63,8 @@ COLOR_OF = {"shallow": "shallow", "meta-sgd": "meta-sgd", "meta-curvature": "met
 
 def theory(Sigma: np.ndarray, Lam: np.ndarray, sigma: float, n: int, alpha: float
            ) -> dict[str, float]:
-    """Best expected loss of each preconditioner class (MATH.md §4)."""
+    """Best expected loss of each preconditioner class
+    (docs/theory/expected-loss.md#optimal-preconditioner)."""
     from maml_depth.theory import fixed_step_loss, optimal_preconditioner
 
     return {

@@ -11,7 +11,8 @@ reaches it has ``α B_LᵀB_L = P*``, so the row space of ``B_L`` *is* ``range(P
   of ``B_L`` and ``range(P*)``, mean and 95% band over seeds.
 - (b) The fraction of ``B_L``'s energy outside ``range(P*)``, ``‖B_L(I − Π)‖²_F/‖B_L‖²_F``.
 
-References: MATH.md §4, §5.5; Arnold, Iqbal, Sha (AISTATS 2021), §3–4.
+References: docs/theory/expected-loss.md#optimal-preconditioner,
+docs/theory/paper-claims.md#claim-5; Arnold, Iqbal, Sha (AISTATS 2021), §3–4.
 """
 
 from __future__ import annotations

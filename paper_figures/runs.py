@@ -56,7 +56,8 @@ __all__ = [
     "train_and_measure",
 ]
 
-#: the linear-regression setting of MATH.md §4 shared with claims 3–4 (d = 4, n = 10,
+#: the linear-regression setting of docs/theory/expected-loss.md#optimal-preconditioner shared
+# with claims 3–4 (d = 4, n = 10,
 #: σ = 0.5, α = 0.1, depth 3, hidden 2d, anisotropic rotated Σ and Λ, W̄ in range Λ)
 LINEAR = DEPTH_HELPS
 #: seed of the fresh evaluation tasks (never a training seed)

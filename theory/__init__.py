@@ -19,8 +19,11 @@ from maml_depth.theory.empirical_maml import (
     pooled_estimator,
 )
 
-# --- update rules (MATH.md §1) ------------------------------------------------------------
-# --- expected loss and preconditioners (MATH.md §2–4) ---------------------------------------
+# --- update rules (docs/theory/update-rules.md#one-step)
+# ------------------------------------------------------------
+# --- expected loss and preconditioners (docs/theory/notation.md#task-family,
+# docs/theory/expected-loss.md#closed-form, docs/theory/expected-loss.md#optimal-preconditioner)
+# ---------------------------------------
 from maml_depth.theory.exact_expectation import TermLimitError
 from maml_depth.theory.expected_loss import (
     derive_expected_loss,

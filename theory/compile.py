@@ -12,7 +12,7 @@ The matrix-chain evaluation order is left to right, exactly as the expression ne
 expression in *product form* (a product of updated layers) is evaluated as that product,
 never expanded.
 
-References: MATH.md §1 (the expressions compiled here).
+References: docs/theory/update-rules.md#one-step (the expressions compiled here).
 """
 
 from __future__ import annotations

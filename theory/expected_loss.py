@@ -1,6 +1,8 @@
-"""Closed-form expected query loss after one preconditioned inner step (MATH.md §3).
+"""Closed-form expected query loss after one preconditioned inner step
+(docs/theory/expected-loss.md#closed-form).
 
-For the Gaussian linear-regression tasks of MATH.md §2 (``x ~ N(0, Σ)``, ``W_t = W̄ + Z``
+For the Gaussian linear-regression tasks of docs/theory/notation.md#task-family (``x ~ N(0, Σ)``,
+``W_t = W̄ + Z``
 with rows of ``Z`` i.i.d. ``N(0, Λ)``, noise ``N(0, σ² I_m)``, ``n`` support samples) and
 the update ``W' = W − α L G R`` with ``G = (WX − Y)Xᵀ/n``, write ``D = W − W̄``,
 ``M = RΣRᵀ`` and ``K_n = (1 + 1/n) ΣMΣ + (1/n) tr(MΣ) Σ``. Then ::
@@ -32,7 +34,8 @@ form: the exact finite Wick expectation of :mod:`maml_depth.theory.exact_expecta
 (docs/theory/exact-expectation.md) is used, with ``steps=1`` staying on the closed form above
 (the engine reproduces it to 1e-12, tested).
 
-References: MATH.md §2–3; docs/theory/exact-expectation.md; Arnold, Iqbal, Sha
+References: docs/theory/notation.md#task-family, docs/theory/expected-loss.md#closed-form;
+docs/theory/exact-expectation.md; Arnold, Iqbal, Sha
 (AISTATS 2021), §3.
 """
 
@@ -80,7 +83,8 @@ def _formula(
     W: Any, W_bar: Any, Sigma: Any, Lam: Any, sigma: Any, n: Any, alpha: Any,
     L: Any, R: Any, *, m: Any, T: Callable[[Any], Any], tr: Callable[[Any], Any],
 ) -> Any:
-    """MATH.md §3, written with traces of products only (so batch scalars broadcast).
+    """docs/theory/expected-loss.md#closed-form, written with traces of products only (so batch
+    scalars broadcast).
 
     ``L is None`` / ``R is None`` mean identities; ``T`` transposes, ``tr`` takes the trace.
     """
@@ -179,7 +183,8 @@ def expected_loss(
 ) -> Any:
     """Expected query loss after ``k`` steps ``W ← W − α L G R`` on one support set.
 
-    ``steps=1`` is the closed form below (MATH.md §3); ``steps = k > 1`` is the exact
+    ``steps=1`` is the closed form below (docs/theory/expected-loss.md#closed-form); ``steps = k >
+    1`` is the exact
     Wick expectation of :mod:`maml_depth.theory.exact_expectation`
     (docs/theory/exact-expectation.md, eq. 7–11): ``W_k − W_t = Σ_j C(k, j)(−1)^j
     (αL)^j (D − Z)(Σ̂R)^j + noise words``, a polynomial of degree ``2k`` in the data whose
@@ -221,7 +226,7 @@ def expected_loss(
         InvalidArgumentError: ``n < 1``, non-finite or negative σ, non-finite α or entries,
             Σ not symmetric positive definite, Λ not symmetric PSD.
 
-    References: MATH.md §3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+    References: docs/theory/expected-loss.md#closed-form; Arnold, Iqbal, Sha (AISTATS 2021), §3.
     """
     n = _checks.positive_int("n", n)
     sigma = _checks.finite_float("sigma", sigma, nonneg=True)
@@ -269,7 +274,8 @@ def expected_loss_general_prior(
     R: ArrayLike | None = None,
 ) -> Any:
     """Expected query loss after ``W' = W − α L G R`` when ``vec W_t ~ N(vec W̄, Ω)`` with a
-    full ``md × md`` covariance Ω (column-major ``vec``; Ω = Λ ⊗ I_m is MATH.md §2's family).
+    full ``md × md`` covariance Ω (column-major ``vec``; Ω = Λ ⊗ I_m is
+    docs/theory/notation.md#task-family's family).
 
     In vec form ``vec(W' − W_t) = (I − RᵀΣ̂ ⊗ L) vec(W − W_t) + (Rᵀ ⊗ L) vec(N Xᵀ/n)``, and
     with the notation of :func:`expected_loss`::
@@ -284,7 +290,8 @@ def expected_loss_general_prior(
     :func:`maml_depth.theory.optimal_kronecker_preconditioner`, a numeric optimum).
     Unbatched; numpy or torch (differentiable).
 
-    References: MATH.md §3 (vec form of §1); Arnold, Iqbal, Sha (AISTATS 2021), §4 (KFO).
+    References: docs/theory/expected-loss.md#closed-form (vec form of §1); Arnold, Iqbal, Sha
+    (AISTATS 2021), §4 (KFO).
     """
     n = _checks.positive_int("n", n)
     sigma = _checks.finite_float("sigma", sigma, nonneg=True)
@@ -350,7 +357,7 @@ def derive_expected_loss(
     ``Σ̂`` and ``E`` is taken monomial by monomial with the exact moments of
     :class:`~maml_depth.theory.moments.RegressionMoments` (``n``, σ may be symbols).
 
-    References: MATH.md §2–3.
+    References: docs/theory/notation.md#task-family, docs/theory/expected-loss.md#closed-form.
     """
     W, W_bar, Sigma, Lam = (sp.Matrix(x) for x in (W, W_bar, Sigma, Lam))
     m, d = W.shape
@@ -495,9 +502,10 @@ def expected_loss_symbolic(method: Literal["derive", "formula"] = "derive") -> s
     ``method="derive"`` (default) derives it from first principles: :func:`derive_expected_loss`
     at sizes ``d ∈ {1, 2, 3}``, ``m ∈ {1, 2}``, interpolated in ``d`` and ``m`` and confirmed
     at ``(d, m) = (4, 1), (1, 3)`` (a few seconds; cached). ``method="formula"`` evaluates
-    the closed form of MATH.md §3 in the isotropic algebra. The two agree (tested).
+    the closed form of docs/theory/expected-loss.md#closed-form in the isotropic algebra. The two
+    agree (tested).
 
-    References: MATH.md §3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+    References: docs/theory/expected-loss.md#closed-form; Arnold, Iqbal, Sha (AISTATS 2021), §3.
     """
     if method == "derive":
         return _derive_isotropic()

@@ -1,4 +1,5 @@
-"""Gaussian moment identities of MATH.md §2, derived with sympy (not typed in).
+"""Gaussian moment identities of docs/theory/notation.md#task-family, derived with sympy (not
+typed in).
 
 Everything rests on one fact, the moment generating function of ``x ~ N(0, C)``:
 ``E exp(tᵀx) = exp(½ tᵀCt)``. Its Taylor coefficients give every moment exactly
@@ -25,7 +26,8 @@ The closed identities used by :mod:`maml_depth.theory.expected_loss` (for symmet
 are then *verified* entry by entry, for fully symbolic Σ, Λ, M, C of small dimension, by
 :func:`verify_moment_identities`.
 
-References: MATH.md §2 ("Useful moments"); Isserlis (1918); Arnold, Iqbal, Sha (AISTATS
+References: docs/theory/notation.md#task-family ("Useful moments"); Isserlis (1918); Arnold,
+Iqbal, Sha (AISTATS
 2021), §3.
 """
 
@@ -63,7 +65,7 @@ class GaussianMoments:
     ``Q^j / j!``; the moment with index multiplicities ``c_i`` is ``∏ c_i!`` times the
     coefficient of ``∏ t_i^{c_i}`` in it (odd orders vanish). Results are cached.
 
-    References: MATH.md §2; the Gaussian moment generating function.
+    References: docs/theory/notation.md#task-family; the Gaussian moment generating function.
     """
 
     def __init__(self, cov: sp.Matrix) -> None:
@@ -105,7 +107,7 @@ class GaussianMoments:
 def gaussian_moment(cov: sp.Matrix, idx: Sequence[int]) -> sp.Expr:
     """``E[x_{i_1} ⋯ x_{i_k}]`` for ``x ~ N(0, cov)``, from the moment generating function.
 
-    References: MATH.md §2.
+    References: docs/theory/notation.md#task-family.
     """
     return GaussianMoments(cov)(idx)
 
@@ -114,7 +116,7 @@ def isserlis_moment(cov: sp.Matrix, idx: Sequence[int]) -> sp.Expr:
     """``E[x_{i_1} ⋯ x_{i_k}]`` by Isserlis' theorem: the sum over perfect matchings of the
     indices of the products of covariances (zero for odd ``k``).
 
-    References: Isserlis (1918); MATH.md §2.
+    References: Isserlis (1918); docs/theory/notation.md#task-family.
     """
     idx = tuple(idx)
     if not idx:
@@ -167,7 +169,8 @@ def _falling(n: sp.Expr, b: int) -> sp.Expr:
 # one regression task
 # ---------------------------------------------------------------------------------------
 class RegressionMoments:
-    """The random quantities of one task of MATH.md §2, as symbols, with exact moments.
+    """The random quantities of one task of docs/theory/notation.md#task-family, as symbols, with
+    exact moments.
 
     Args:
         Sigma: input covariance Σ (``d × d`` sympy matrix; symbolic entries allowed).
@@ -183,7 +186,7 @@ class RegressionMoments:
     its factors (``b`` blocks: ``n(n−1)⋯(n−b+1)/n^k`` times the product of single-sample
     moments of ``(ε, x) ~ N(0, diag(σ² I_m, Σ))`` over the blocks).
 
-    References: MATH.md §2.
+    References: docs/theory/notation.md#task-family.
     """
 
     def __init__(self, Sigma: sp.Matrix, Lam: sp.Matrix, sigma: sp.Expr, n: sp.Expr,
@@ -285,7 +288,8 @@ def _is_zero(x: sp.Matrix | sp.Expr) -> bool:
 
 def verify_moment_identities(d: int = 2, m: int = 2, *, max_order: int = 4,
                              explicit_n: Sequence[int] = (1, 2)) -> dict[str, bool]:
-    """Check the moment identities of MATH.md §2 symbolically at dimension ``d``, ``m``.
+    """Check the moment identities of docs/theory/notation.md#task-family symbolically at
+    dimension ``d``, ``m``.
 
     Σ, M, Λ are fully symbolic symmetric matrices, C a fully symbolic matrix, σ and ``n``
     symbols. Returns ``{check name: passed}``:
@@ -299,7 +303,7 @@ def verify_moment_identities(d: int = 2, m: int = 2, *, max_order: int = 4,
     - ``noise``: ``E[E M Eᵀ] = (σ²/n) tr(MΣ) I_m``;
     - ``task``: ``E[Z C Zᵀ] = tr(ΛC) I_m``.
 
-    References: MATH.md §2 ("Useful moments").
+    References: docs/theory/notation.md#task-family ("Useful moments").
     """
     n, sigma = sp.symbols("n sigma", positive=True)
     Sigma = symbolic_matrix("s", d, symmetric=True)

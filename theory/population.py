@@ -2,13 +2,15 @@
 
 For ``W = W_L ⋯ W_1`` adapting layer ``j`` with one step of size α, the layer gradient is
 ``A_jᵀ G B_jᵀ`` (``A_j = W_L ⋯ W_{j+1}``, ``B_j = W_{j−1} ⋯ W_1``), so the adapted
-end-to-end map is exactly (MATH.md §1, no remainder) ::
+end-to-end map is exactly (docs/theory/update-rules.md#one-step, no remainder) ::
 
     W' = A_j (W_j − α A_jᵀ G B_jᵀ) B_j = W − α (A_jA_jᵀ) G (B_jᵀB_j)
 
 — a Kronecker-factored step with ``L = A_jA_jᵀ`` (``m × m``) and ``R = B_jᵀB_j``
-(``d × d``). Its expected query loss over the task family of MATH.md §2 is therefore the
-closed form of MATH.md §3 (:func:`~maml_depth.theory.expected_loss`) at these factors: the
+(``d × d``). Its expected query loss over the task family of docs/theory/notation.md#task-family
+is therefore the
+closed form of docs/theory/expected-loss.md#closed-form (:func:`~maml_depth.theory.expected_loss`)
+at these factors: the
 *population* MAML objective, a smooth torch function of the layer weights with no sampling
 noise, which numerics/ can meta-train on directly.
 
@@ -17,7 +19,8 @@ form but an exact finite expectation: :func:`expected_deep_loss` (the Wick engin
 :mod:`maml_depth.theory.exact_expectation`, docs/theory/exact-expectation.md), of which
 :func:`population_maml_loss` is the one-layer, one-step case (tested equal).
 
-References: MATH.md §1, §3, §4 (``P = α B_LᵀB_L`` for S = {L});
+References: docs/theory/update-rules.md#one-step, docs/theory/expected-loss.md#closed-form,
+docs/theory/expected-loss.md#optimal-preconditioner (``P = α B_LᵀB_L`` for S = {L});
 docs/theory/exact-expectation.md; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 """
 
@@ -82,7 +85,7 @@ def layer_factors(weights: Sequence[Any], layer: int) -> tuple[Tensor, Tensor]:
     ``B_j = W_{j−1} ⋯ W_1`` (identity for j = 1), so ``W = A_j W_j B_j``; ``layer`` = j is
     1-based (1 = input layer). Torch tensors (batched over leading dimensions).
 
-    References: MATH.md §1.
+    References: docs/theory/update-rules.md#one-step.
     """
     ws, _ = _as_tensors(weights)
     (j,) = _checks.resolve_adapt(layer, len(ws), name="layer")
@@ -106,7 +109,8 @@ def population_maml_loss(
 
     ``E ℒ(W, L = A_jA_jᵀ, R = B_jᵀB_j)`` of :func:`~maml_depth.theory.expected_loss` with
     ``W = A_j W_j B_j`` — equal to the expected query loss after the one-step inner update
-    ``W_j ← W_j − α ∇_{W_j} ℓ`` of the network (MATH.md §1 exact special case).
+    ``W_j ← W_j − α ∇_{W_j} ℓ`` of the network (docs/theory/update-rules.md#one-step exact special
+    case).
 
     Args:
         weights: ``[W_1, …, W_L]`` (layer 1 first), ``W_j`` of shape ``(…, d_j, d_{j−1})``;
@@ -120,7 +124,8 @@ def population_maml_loss(
         A torch tensor (differentiable in the weights and α) when any weight is a tensor,
         else a float.
 
-    References: MATH.md §1, §3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+    References: docs/theory/update-rules.md#one-step, docs/theory/expected-loss.md#closed-form;
+    Arnold, Iqbal, Sha (AISTATS 2021), §3.
     """
     ws, was_torch = _as_tensors(weights)
     layers = _checks.resolve_adapt(adapt, len(ws))
@@ -192,7 +197,9 @@ def expected_deep_loss(
             with the count; an :class:`~maml_depth.errors.InvalidArgumentError`).
         ShapeError, InvalidArgumentError: bad shapes or values (named).
 
-    References: docs/theory/exact-expectation.md; MATH.md §1–3; Arnold, Iqbal, Sha
+    References: docs/theory/exact-expectation.md; docs/theory/update-rules.md#one-step,
+    docs/theory/notation.md#task-family, docs/theory/expected-loss.md#closed-form; Arnold, Iqbal,
+    Sha
     (AISTATS 2021), §3.
     """
     was_torch = any(isinstance(w, Tensor) for w in weights) if isinstance(

@@ -1,8 +1,10 @@
-"""Optimal preconditioners of one inner step and their expected losses (MATH.md §4).
+"""Optimal preconditioners of one inner step and their expected losses
+(docs/theory/expected-loss.md#optimal-preconditioner).
 
 Setting: one output (m = 1), initialisation at the task mean (``W = W̄``, ``D = 0``), the
 update ``W' = W − G P`` with the *effective step matrix* ``P = αR`` (``d × d``). With
-``c = tr(ΛΣ) + σ²`` the expected loss of MATH.md §3 becomes the convex quadratic ::
+``c = tr(ΛΣ) + σ²`` the expected loss of docs/theory/expected-loss.md#closed-form becomes the
+convex quadratic ::
 
     E ℒ(P) = ½ [ tr(ΛΣ) − 2 tr(ΣΛΣ P) + tr(A P Σ Pᵀ) ] + ½ σ²,
     A = (1 + 1/n) ΣΛΣ + (c/n) Σ
@@ -26,7 +28,8 @@ Where no closed form exists — a full covariance Ω over ``vec W_t`` with a
 Kronecker-factored step ``W − α L G R`` — :func:`optimal_kronecker_preconditioner` returns a
 *numeric* optimum (scipy), labelled ``method="numeric"``.
 
-References: MATH.md §4; Arnold, Iqbal, Sha (AISTATS 2021), §3–4.
+References: docs/theory/expected-loss.md#optimal-preconditioner; Arnold, Iqbal, Sha (AISTATS
+2021), §3–4.
 """
 
 from __future__ import annotations
@@ -152,7 +155,8 @@ def optimal_preconditioner(
     Sigma: Any, Lam: Any, sigma: float, n: int, kind: Kind = "full", steps: int = 1, *,
     max_terms: int = 10**6, restarts: int = 4, seed: int = 0,
 ) -> OptimalPreconditioner:
-    """The best effective step matrix ``P`` of a class, and its expected loss (MATH.md §4).
+    """The best effective step matrix ``P`` of a class, and its expected loss
+    (docs/theory/expected-loss.md#optimal-preconditioner).
 
     m = 1, ``W = W̄``, update ``W − G P``; ``c = tr(ΛΣ) + σ²``.
 
@@ -187,7 +191,8 @@ def optimal_preconditioner(
         :class:`OptimalPreconditioner` — unpacks as ``(P, loss)``; ``P`` is a numpy array
         (a tensor when Σ or Λ was one), ``loss`` a float; ``.method == "closed form"``.
 
-    References: MATH.md §4; docs/theory/exact-expectation.md; Arnold, Iqbal, Sha
+    References: docs/theory/expected-loss.md#optimal-preconditioner;
+    docs/theory/exact-expectation.md; Arnold, Iqbal, Sha
     (AISTATS 2021), §3–4.
     """
     steps = _checks.positive_int("steps", steps)
@@ -239,7 +244,8 @@ def preconditioned_loss(P: Any, Sigma: Any, Lam: Any, sigma: float, n: int) -> A
     ``c = tr(ΛΣ) + σ²`` — :func:`~maml_depth.theory.expected_loss` with ``α = 1``,
     ``L = 1``, ``R = P``. Torch in, torch (differentiable) out.
 
-    References: MATH.md §3–4.
+    References: docs/theory/expected-loss.md#closed-form,
+    docs/theory/expected-loss.md#optimal-preconditioner.
     """
     Pt: Any
     zero: Any
@@ -264,7 +270,7 @@ def fixed_step_loss(Sigma: Any, Lam: Any, sigma: float, n: int, alpha: float) ->
     It exceeds the tuned-scalar loss by exactly ``½ q (α − α_s*)²``,
     ``q = (1 + 1/n) tr(ΛΣ³) + (c/n) tr(Σ²)``.
 
-    References: MATH.md §4.
+    References: docs/theory/expected-loss.md#optimal-preconditioner.
     """
     S, La, sigma, n, _ = _inputs(Sigma, Lam, sigma, n)
     alpha = _checks.finite_float("alpha", alpha)
@@ -288,7 +294,9 @@ def optimal_kronecker_preconditioner(
     ``method="numeric"``, the optimiser's success flag and message. The result is a local
     optimum found numerically — not a certificate of global optimality.
 
-    References: MATH.md §3–4 (vec form); Arnold, Iqbal, Sha (AISTATS 2021), §4 (KFO).
+    References: docs/theory/expected-loss.md#closed-form,
+    docs/theory/expected-loss.md#optimal-preconditioner (vec form); Arnold, Iqbal, Sha (AISTATS
+    2021), §4 (KFO).
     """
     m = _checks.positive_int("m", m)
     n = _checks.positive_int("n", n)
@@ -365,7 +373,8 @@ def k_step_loss(P: Any, Sigma: Any, Lam: Any, sigma: float, n: int, steps: int, 
     :func:`~maml_depth.theory.expected_loss` with ``α = 1``, ``R = P``, ``steps = k``
     (docs/theory/exact-expectation.md eq. 12). Torch in, torch (differentiable) out.
 
-    References: docs/theory/exact-expectation.md; MATH.md §3–4.
+    References: docs/theory/exact-expectation.md; docs/theory/expected-loss.md#closed-form,
+    docs/theory/expected-loss.md#optimal-preconditioner.
     """
     zero: Any
     if isinstance(P, Tensor):

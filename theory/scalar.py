@@ -3,13 +3,15 @@
 With every width 1 the layers are commuting scalars ``w_1 … w_L`` and the network computes
 ``f(x) = w x`` with ``w = w_L ⋯ w_1``. For support data with moments
 ``s_xx = Σ x_i² / n`` and ``s_xy = Σ x_i y_i / n`` the loss ``Σ (w x_i − y_i)² / (2n)`` has
-end-to-end gradient ``g = w s_xx − s_xy`` (MATH.md §1's ``G`` at m = d = 1) and one inner
+end-to-end gradient ``g = w s_xx − s_xy`` (docs/theory/update-rules.md#one-step's ``G`` at m = d =
+1) and one inner
 step on the layers ``S`` is ``w_j ← w_j − α (Π_{i≠j} w_i) g`` for j ∈ S, all from the same
 point; k steps iterate it. Everything here is an exact polynomial computed with sympy's
 sparse polynomial rings (never by expanding products of sums term by term).
 
-**Task model of** :func:`scalar_maml_objective` (MATH.md §2 with m = d = 1): inputs
-``x ~ N(0, s)`` (``s`` the input *variance*, MATH.md's Σ), task weight
+**Task model of** :func:`scalar_maml_objective` (docs/theory/notation.md#task-family with m = d =
+1): inputs
+``x ~ N(0, s)`` (``s`` the input *variance*, docs/theory/'s Σ), task weight
 ``w_t ~ N(w̄, τ²)`` (Λ = τ²), noise ``ε ~ N(0, σ²)`` (σ a standard deviation),
 ``y = w_t x + ε``, ``n`` support samples per task; the query loss is the population loss
 ``½ E_x,ε (w' x − y)² = ½ s (w' − w_t)² + ½ σ²`` at the adapted ``w'``. The objective is its
@@ -19,10 +21,12 @@ expectation over the task and its support set, computed *exactly* from the momen
     e = Σ x_i ε_i / n | x ~ N(0, σ² ŝ / n):  E[ŝ^b e^{2m}] = (2m−1)!! (σ²/n)^m E[ŝ^{b+m}],
     w_t − w̄ ~ N(0, τ²) independent of both,
 
-after writing ``s_xy = w_t ŝ + e``. For L = 1, k = 1 it is MATH.md §3 with m = d = 1,
+after writing ``s_xy = w_t ŝ + e``. For L = 1, k = 1 it is
+docs/theory/expected-loss.md#closed-form with m = d = 1,
 L = R = 1 (checked in the tests).
 
-References: MATH.md §1 (update), §2 (task family), §3 (closed form, L = 1, k = 1).
+References: docs/theory/update-rules.md#one-step (update), §2 (task family), §3 (closed form, L =
+1, k = 1).
 """
 
 from __future__ import annotations
@@ -145,7 +149,7 @@ def scalar_layer_updates(
     ``w_j^{(t+1)} = w_j^{(t)} − α (Π_{i≠j} w_i^{(t)}) (w^{(t)} s_xx − s_xy)`` for j ∈ S, in the
     symbols of :func:`scalar_symbols` (``w_1 … w_L``, ``alpha``, ``s_xx``, ``s_xy``).
 
-    References: MATH.md §1 (widths 1).
+    References: docs/theory/update-rules.md#one-step (widths 1).
     """
     return _layer_updates(*_args(depth, adapt, steps))
 
@@ -166,7 +170,7 @@ def scalar_update(depth: int, adapt: _checks.AdaptSpec = "all", steps: int = 1) 
     S = {1, 2}, k = 1: ``w' = (w_2 − α w_1 g)(w_1 − α w_2 g)``, ``g = w_2 w_1 s_xx − s_xy``.
     Its degree in α is :attr:`UpdateRule.degree` (``|S|`` for k = 1).
 
-    References: MATH.md §1 (widths 1).
+    References: docs/theory/update-rules.md#one-step (widths 1).
     """
     return _update_poly(*_args(depth, adapt, steps)).as_expr()
 
@@ -179,7 +183,7 @@ def scalar_task_objective(
     ``w'`` is :func:`scalar_update` (support moments ``s_xx``, ``s_xy``); ``q_*`` are the
     query-set moments — the loss surface of a single task over ``w_1 … w_L``. Expanded.
 
-    References: MATH.md §1 (loss ``‖WX − Y‖²/(2n)`` at m = d = 1).
+    References: docs/theory/update-rules.md#one-step (loss ``‖WX − Y‖²/(2n)`` at m = d = 1).
     """
     L, S, k = _args(depth, adapt, steps)
     return _task_objective(L, S, k)
@@ -222,10 +226,10 @@ def scalar_maml_objective(
     k = 2 has ~28,000 terms and takes ~30 s to build as a sympy expression; use numbers or
     :func:`scalar_objective_function` (compiled straight from the polynomial) for surfaces.
 
-    L = 1, k = 1 gives MATH.md §3 (m = d = 1, L = R = 1):
+    L = 1, k = 1 gives docs/theory/expected-loss.md#closed-form (m = d = 1, L = R = 1):
     ``½[s(D² + τ²)(1 − 2αs + α²s²(1 + 2/n)) + α²σ²s²/n] + ½σ²`` with ``D = w − w̄``.
 
-    References: MATH.md §2 (task family), §3.
+    References: docs/theory/notation.md#task-family (task family), §3.
     """
     L, S, k = _args(depth, adapt, steps)
     poly = _objective_poly(L, S, k)

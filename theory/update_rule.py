@@ -1,4 +1,4 @@
-"""Symbolic MAML update rules of deep linear networks (MATH.md §1).
+"""Symbolic MAML update rules of deep linear networks (docs/theory/update-rules.md#one-step).
 
 A deep linear network ``f(x) = W_L ⋯ W_1 x`` with ``W_j ∈ R^{d_j × d_{j−1}}`` adapts the
 layers in ``S ⊆ {1, …, L}`` (1 = input layer) by ``k`` inner gradient steps of size ``α`` on
@@ -24,7 +24,8 @@ Symbols (see :func:`rule_symbols`): the layers are ``sympy.MatrixSymbol`` s ``W_
 the data ``X`` ``(d_0, n)`` and ``Y`` ``(d_L, n)``, the placeholder ``G`` ``(d_L, d_0)`` for the
 end-to-end gradient, and the commuting scalar ``alpha``.
 
-References: MATH.md §1 ("Exact end-to-end update", "First order in α", "k inner steps");
+References: docs/theory/update-rules.md#one-step ("Exact end-to-end update", "First order in α",
+"k inner steps");
 Arnold, Iqbal, Sha (AISTATS 2021), §3–4.
 """
 
@@ -225,7 +226,7 @@ class UpdateRule:
     Compiled callables (:meth:`numpy`, :meth:`torch`) take ``(weights, X, Y, alpha)`` and
     evaluate the product form.
 
-    References: MATH.md §1.
+    References: docs/theory/update-rules.md#one-step.
     """
 
     def __init__(self, depth: int, adapt: tuple[int, ...], steps: int) -> None:
@@ -283,7 +284,7 @@ class UpdateRule:
         Over ``W_1 … W_L`` and the gradient symbol ``G`` (see :attr:`gradient`); keys
         ``0 … |S|``. ``C_0 = W``, ``C_1 = −Σ_{j∈S} A_jA_jᵀ G B_jᵀB_j``. Steps = 1 only.
 
-        References: MATH.md §1, "Exact end-to-end update".
+        References: docs/theory/update-rules.md#one-step, "Exact end-to-end update".
         """
         self._require_one_step("coefficients")
         out = {}
@@ -583,7 +584,7 @@ def update_rule(depth: int, adapt: _checks.AdaptSpec = "all", steps: int = 1) ->
         ``W_j^{(t+1)} = W_j^{(t)} − α A_j^{(t)ᵀ} G^{(t)} B_j^{(t)ᵀ}`` for j ∈ S; for k = 1 also
         ``W' = Σ_{T⊆S} (−α)^{|T|} Π_{j=L..1} M_j^T`` collected by powers of α.
 
-    References: MATH.md §1, "Exact end-to-end update" and "k inner steps".
+    References: docs/theory/update-rules.md#one-step, "Exact end-to-end update" and "k inner steps".
     """
     L = _checks.positive_int("depth", depth)
     S = _checks.resolve_adapt(adapt, L)
@@ -708,7 +709,7 @@ def exact_update(
         ``W'`` of shape ``(…, d_L, d_0)``: numpy in → numpy out, torch in → torch out
         (differentiable; leading task dimensions broadcast).
 
-    References: MATH.md §1.
+    References: docs/theory/update-rules.md#one-step.
     """
     if isinstance(weights, str | bytes) or not isinstance(weights, Sequence) or not weights:
         raise InvalidArgumentError(
@@ -734,7 +735,7 @@ def first_order_preconditioner(weights: Sequence[Any], adapt: _checks.AdaptSpec 
     Returns:
         P of shape ``(…, m·d, m·d)`` with ``m = d_L``, ``d = d_0``; same library as the input.
 
-    References: MATH.md §1, "First order in α".
+    References: docs/theory/update-rules.md#one-step, "First order in α".
     """
     if isinstance(weights, str | bytes) or not isinstance(weights, Sequence) or not weights:
         raise InvalidArgumentError("weights must be a non-empty list [W_1, ..., W_L] of matrices")
@@ -817,7 +818,7 @@ def first_order_preconditioner_symbolic(
     ``(d_0 d_L, d_0 d_L)``. Substitute numbers for the widths and call ``.as_explicit()``
     for small explicit matrices.
 
-    References: MATH.md §1, "First order in α".
+    References: docs/theory/update-rules.md#one-step, "First order in α".
     """
     L = _checks.positive_int("depth", depth)
     return _preconditioner_symbolic(L, _checks.resolve_adapt(adapt, L))

@@ -1,11 +1,11 @@
-"""maml_depth.validation — the paper's claims (MATH.md §5) as executable checks.
+"""maml_depth.validation — the paper's claims (docs/theory/paper-claims.md) as executable checks.
 
 Each claim is registered in :data:`CLAIMS` (see :func:`claim` to add your own) and returns a
 :class:`ClaimResult` with a verdict (pass / fail / inconclusive / not available), the
 measured quantity and its theoretical value, and a 95% confidence interval.
 """
 
-# the claims of MATH.md §5, registered on import (one module each)
+# the claims of docs/theory/paper-claims.md, registered on import (one module each)
 from maml_depth.validation import (
     claim_bottom_layers,
     claim_depth_helps,

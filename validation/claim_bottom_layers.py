@@ -9,7 +9,8 @@ when every seed's largest principal angle is below ``TOL_DEG`` degrees, ``fail``
 is, ``inconclusive`` when seeds disagree; the 95% t-interval over seeds is reported (with
 few seeds it is too wide to decide on its own).
 
-References: MATH.md §4, §5.5; paper §3–4.
+References: docs/theory/expected-loss.md#optimal-preconditioner,
+docs/theory/paper-claims.md#claim-5; paper §3–4.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def energy_outside(B: np.ndarray, U: np.ndarray) -> float:
 @claim("bottom-layers-represent", number=5, title="Bottom layers learn representations",
        statement="With Λ of rank k and W̄ in its range, the row space of B_L aligns with the "
                  "k-dimensional task subspace (principal angles).",
-       reference="MATH.md §4, §5.5; paper §3–4")
+       reference="docs/theory/expected-loss.md#optimal-preconditioner, "
+                 "docs/theory/paper-claims.md#claim-5; paper §3–4")
 def run(ctx: RunContext) -> ClaimResult:
     s = SETTING
     fam = s.family(ctx.seed)

@@ -1,5 +1,6 @@
 """Claim 3 — depth helps: a deep linear net adapting its top layer beats the shallow model
-on the same linear tasks, by the amount MATH.md §4 predicts.
+on the same linear tasks, by the amount docs/theory/expected-loss.md#optimal-preconditioner
+predicts.
 
 Theory: the meta-trained shallow model (W → W̄) reaches ``E ℒ(αI)``; a deep net adapting
 its top layer (hidden widths ≥ d) reaches ``E ℒ(P*)``. The predicted gap is
@@ -10,7 +11,8 @@ separately, on sampled tasks), then adapted with autograd on the *same* fresh ta
 paired per-task differences give ``Δ`` with a 95% t-interval. Pass when the interval of
 ``Δ / Δ_th`` lies inside ``[1 − TOL, 1 + TOL]`` for both deep nets.
 
-References: MATH.md §4, §5.3; paper §3 ("Shallow" vs "Deep").
+References: docs/theory/expected-loss.md#optimal-preconditioner,
+docs/theory/paper-claims.md#claim-3; paper §3 ("Shallow" vs "Deep").
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ SETTING = DEPTH_HELPS
 
 @claim("depth-helps", number=3, title="Depth helps",
        statement="Meta-trained deep linear nets reach a lower post-adaptation loss than the "
-                 "meta-trained shallow model on the same linear tasks, by the amount MATH.md "
-                 "§4 predicts (E ℒ(αI) − E ℒ(P*)).",
-       reference="MATH.md §4, §5.3; paper §3")
+                 "meta-trained shallow model on the same linear tasks, by the amount "
+                 "the optimal-preconditioner theory predicts (E ℒ(αI) − E ℒ(P*)).",
+       reference="docs/theory/expected-loss.md#optimal-preconditioner, "
+                 "docs/theory/paper-claims.md#claim-3; paper §3")
 def run(ctx: RunContext) -> ClaimResult:
     s = SETTING
     nets = train_nets(s, ctx.budget, ctx.seed, ctx.seed)

@@ -1,4 +1,5 @@
-"""Claim 2 — the closed-form expected loss after one preconditioned step (MATH.md §3).
+"""Claim 2 — the closed-form expected loss after one preconditioned step
+(docs/theory/expected-loss.md#closed-form).
 
 For random Σ (SPD), Λ (PSD, full or low rank), W, W̄, L, R, n, σ, α, the closed form of
 theory/ (``expected_loss``) equals a Monte Carlo estimate over ``mc_tasks`` sampled tasks
@@ -13,7 +14,8 @@ a correct formula in several percent of seeds (seen: z = 3.3 at n = 3 for a form
 the mean relative deviation over cases — inverse-variance weighted, with a normal 95%
 interval from the Monte Carlo standard errors — inside ±1% (else ``inconclusive``).
 
-References: MATH.md §2–3, §5.2.
+References: docs/theory/notation.md#task-family, docs/theory/expected-loss.md#closed-form,
+docs/theory/paper-claims.md#claim-2.
 """
 
 from __future__ import annotations
@@ -55,9 +57,10 @@ def random_case(rng: np.random.Generator) -> dict[str, Any]:
 
 
 @claim("expected-loss", number=2, title="Closed-form expected loss",
-       statement="The closed form of MATH.md §3 equals Monte Carlo within its confidence "
+       statement="The closed form of docs/theory/expected-loss.md#closed-form equals Monte Carlo "
+                 "within its confidence "
                  "interval for random Σ, Λ (any rank), W, W̄, L, R, n, σ.",
-       reference="MATH.md §3, §5.2")
+       reference="docs/theory/expected-loss.md#closed-form, docs/theory/paper-claims.md#claim-2")
 def run(ctx: RunContext) -> ClaimResult:
     rng = np.random.default_rng(ctx.seed + 2)
     K = max(5, ctx.budget.cases // 4)

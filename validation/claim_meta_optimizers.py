@@ -3,7 +3,8 @@
 Linear part (``meta-optimizers-linear``, every budget): on the shallow model (one linear
 layer, m = 1, one inner step of size α = ½ α_s*), Meta-SGD, Meta-Curvature and KFO,
 meta-trained jointly with the initialisation, reach the optimum of their preconditioner
-class (MATH.md §4): Meta-SGD the best diagonal P, Meta-Curvature and KFO P*. Measured as the
+class (docs/theory/expected-loss.md#optimal-preconditioner): Meta-SGD the best diagonal P,
+Meta-Curvature and KFO P*. Measured as the
 fraction of the gap between MAML at α and the class optimum that the trained optimizer
 closes, ``mean(ℓ_MAML − ℓ_opt) / mean(ℓ_MAML − ℓ_best)``: all three adapted with autograd on
 the same fresh tasks (paired; the class optimum of theory/ realised as an optimizer state),
@@ -17,7 +18,8 @@ few-shot digits, each optimizer vs MAML at equal architecture, CI over seeds (th
 experiment of ``maml_depth.experiments.meta_optimizers``, whose setting and jobs live in
 :mod:`maml_depth.common.nonlinear`).
 
-References: MATH.md §4, §5.6; paper §4 (Meta-SGD, Meta-Curvature, KFO).
+References: docs/theory/expected-loss.md#optimal-preconditioner,
+docs/theory/paper-claims.md#claim-6; paper §4 (Meta-SGD, Meta-Curvature, KFO).
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ from maml_depth.numerics.preconditioners import TheoryClass
 from maml_depth.theory import fixed_step_loss, optimal_preconditioner
 from maml_depth.validation.claims import ClaimResult, RunContext, claim
 
-#: optimizer -> its preconditioner class in MATH.md §4, as each registered optimizer
+#: optimizer -> its preconditioner class in docs/theory/expected-loss.md#optimal-preconditioner,
+# as each registered optimizer
 #: declares it (MAML learns none and is the baseline)
 CLASSES: dict[str, TheoryClass] = {
     name: p.theory_class for name, p in PRECONDITIONERS.items() if p.theory_class is not None}
@@ -69,9 +72,12 @@ def per_task_losses(model: DeepLinear, params: dict[str, torch.Tensor],
 
 @claim("meta-optimizers-linear", number=6, title="Meta-optimizers reach their class optimum",
        statement="Meta-SGD, Meta-Curvature and KFO on the shallow linear model reach their "
-                 "preconditioner-class optimum of MATH.md §4 (diagonal P, P*, P*), closing "
+                 "preconditioner-class optimum of "
+                 "docs/theory/expected-loss.md#optimal-preconditioner (diagonal P, P*, P*), "
+                 "closing "
                  "≥ 90% of the gap from MAML at the same α.",
-       reference="MATH.md §4, §5.6; paper §4")
+       reference="docs/theory/expected-loss.md#optimal-preconditioner, "
+                 "docs/theory/paper-claims.md#claim-6; paper §4")
 def run_linear(ctx: RunContext) -> ClaimResult:
     fam = family(ctx.seed)
     S, La = fam.Sigma.numpy(), fam.Lam.numpy()
@@ -127,7 +133,7 @@ def run_linear(ctx: RunContext) -> ClaimResult:
 @claim("meta-optimizers-nonlinear", number=7, title="Meta-optimizers beat MAML on nonlinear tasks",
        statement="On sine regression and few-shot digits, Meta-SGD, Meta-Curvature and KFO beat "
                  "MAML at equal architecture (paired 95% CI over seeds excludes 0).",
-       reference="MATH.md §5.6; paper §4–5", budgets=("full",))
+       reference="docs/theory/paper-claims.md#claim-6; paper §4–5", budgets=("full",))
 def run_nonlinear(ctx: RunContext) -> ClaimResult:
     from maml_depth.common import nonlinear as exp
 

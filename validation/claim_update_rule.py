@@ -6,7 +6,8 @@ network adapted by autograd (numerics/ ``inner_adapt``) to float64 round-off (re
 ≤ 1e-10), and ``∂W'/∂α`` at α = 0 — computed by autograd through the network's inner loop —
 equals ``−P vec G`` with the Kronecker sum ``P = Σ_{j∈S} (B_jᵀB_j) ⊗ (A_jA_jᵀ)`` of theory/.
 
-References: MATH.md §1, §5.1; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+References: docs/theory/update-rules.md#one-step, docs/theory/paper-claims.md#claim-1; Arnold,
+Iqbal, Sha (AISTATS 2021), §3.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def check_case(rng: np.random.Generator) -> dict[str, float | int | list[int]]:
        statement="The symbolic exact update (any L, widths, S, k) equals autograd on a real "
                  "torch network to float64 round-off; the first-order term is the Kronecker "
                  "sum Σ_j (B_jᵀB_j) ⊗ (A_jA_jᵀ).",
-       reference="MATH.md §1, §5.1; paper §3")
+       reference="docs/theory/update-rules.md#one-step, docs/theory/paper-claims.md#claim-1; "
+                 "paper §3")
 def run(ctx: RunContext) -> ClaimResult:
     rng = np.random.default_rng(ctx.seed)
     cases = [check_case(rng) for _ in range(ctx.budget.cases)]

@@ -1,5 +1,6 @@
 """Claim 4 — upper layers precondition: the preconditioner extracted from a meta-trained
-deep net's frozen layers, ``P = α B_LᵀB_L``, converges to P* (MATH.md §4), and adapting the
+deep net's frozen layers, ``P = α B_LᵀB_L``, converges to P*
+(docs/theory/expected-loss.md#optimal-preconditioner), and adapting the
 net changes W exactly by ``−G P``.
 
 Per training seed: relative Frobenius error ``‖P − P*‖/‖P*‖`` and alignment
@@ -8,7 +9,9 @@ Per training seed: relative Frobenius error ``‖P − P*‖/‖P*‖`` and alig
 ``TOL_SAMPLED``), each with a 95% t-interval over seeds; plus, on fresh tasks, one real
 autograd inner step of the trained net against ``W − G P`` (relative error ≤ 1e-10).
 
-References: MATH.md §1, §4, §5.4; paper §3 ("upper layers are meta-learned to precondition").
+References: docs/theory/update-rules.md#one-step,
+docs/theory/expected-loss.md#optimal-preconditioner, docs/theory/paper-claims.md#claim-4; paper §3
+("upper layers are meta-learned to precondition").
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def step_error(nets: TrainedNets, alpha: float, tasks: int, seed: int) -> float:
 @claim("upper-layers-precondition", number=4, title="Upper layers precondition",
        statement="The preconditioner α B_LᵀB_L extracted from a meta-trained deep net "
                  "converges to P*, and adapting the net changes W as the closed form says.",
-       reference="MATH.md §4, §5.4; paper §3")
+       reference="docs/theory/expected-loss.md#optimal-preconditioner, "
+                 "docs/theory/paper-claims.md#claim-4; paper §3")
 def run(ctx: RunContext) -> ClaimResult:
     s = SETTING
     errs_pop, errs_s, aligns, traj = [], [], [], []

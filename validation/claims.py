@@ -1,4 +1,5 @@
-"""The claims registry: each claim of MATH.md §5 (or a user's own hypothesis) is a function
+"""The claims registry: each claim of docs/theory/paper-claims.md (or a user's own hypothesis) is
+a function
 ``run(ctx) -> ClaimResult`` registered under an id with a statement and a reference.
 
 Register your own in about ten lines::

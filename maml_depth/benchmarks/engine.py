@@ -5,7 +5,7 @@ Peers (same model, same maths, gradients checked equal in float64 before timing)
 - ``loop``: a Python loop over tasks with ``torch.autograd.grad(create_graph=True)``
   (:func:`maml_depth.numerics.inner_adapt_autograd`), the way learn2learn and higher work;
 - ``vmap``: our batched engine (``torch.func.vmap`` of ``torch.func.grad``);
-- ``factorized``: factorized fast weights (:mod:`maml_depth.numerics.factorized`, MATH.md
+- ``factorized``: factorized fast weights (:mod:`maml_depth.numerics.factorized`, docs/theory/
   §6), the default engine wherever it applies;
 - ``higher``: ``higher.innerloop_ctx`` with a differentiable SGD, as in its README;
 - ``torchopt``: ``torchopt.MetaSGD`` with ``extract_state_dict``/``recover_state_dict``, as

@@ -1,4 +1,5 @@
-"""Closed-form expected loss (MATH.md §3) vs a Monte Carlo estimate of equal precision.
+"""Closed-form expected loss (docs/theory/expected-loss.md#closed-form) vs a Monte Carlo estimate
+of equal precision.
 
 "Equal precision": the closed form is exact up to float64 round-off; the Monte Carlo
 estimate is run with enough tasks that its standard error is ``rel_precision`` (default
@@ -9,7 +10,7 @@ number of tasks, and the speed-up (target ≥ 1000×). When the required Monte C
 exceed the time budget, its time is extrapolated linearly from a timed run of as many tasks
 as fit (marked "extrapolated").
 
-References: MATH.md §3; Arnold, Iqbal, Sha (AISTATS 2021), §3.
+References: docs/theory/expected-loss.md#closed-form; Arnold, Iqbal, Sha (AISTATS 2021), §3.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Symbolic update rules (MATH.md §1): derivation and compilation time, and the compiled
+"""Symbolic update rules (docs/theory/update-rules.md#one-step): derivation and compilation time,
+and the compiled
 product form against the expanded 2^|S|-term sum.
 
 Two measurements, both in one process and one thread:
@@ -11,7 +12,8 @@ Two measurements, both in one process and one thread:
 2. evaluation of the compiled rule — product form (updated layers multiplied, O(L) matrix
    products) vs the expanded sum of 2^|S| products — on the same inputs, as a ratio.
 
-References: MATH.md §1 ("Exact end-to-end update": never expand the product).
+References: docs/theory/update-rules.md#one-step ("Exact end-to-end update": never expand the
+product).
 """
 
 from __future__ import annotations

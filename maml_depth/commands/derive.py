@@ -6,7 +6,7 @@ Examples::
     maml-depth derive --depth 2 --adapt all --latex    # as a LaTeX aligned block
     maml-depth derive --depth 2 --steps 2 --scalar     # k = 2; scalar case as a polynomial
 
-References: MATH.md §1.
+References: docs/theory/update-rules.md#one-step.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from types import ModuleType
 from maml_depth.commands._common import DEVICE_HELP, check_device, check_out_dir, nonneg_int
 from maml_depth.errors import ConfigError
 
-HELP = "validate the paper's claims (MATH.md §5) and write report.md / report.json"
+HELP = "validate the paper's claims (docs/theory/paper-claims.md) and write report.md / report.json"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
                      key=lambda c: (SUITES.index(c.suite), c.number is None, c.number or 0, c.id))
     if args.claims:
         ids = [c.strip() for c in args.claims.split(",")]
-    else:  # every claim that runs in this budget, in the order of MATH.md §5
+    else:  # every claim that runs in this budget, in the order of docs/theory/paper-claims.md
         ids = [c.id for c in ordered if args.budget in c.budgets and c.suite in suites]
     unknown = [c for c in ids if c not in CLAIMS]
     if unknown:

@@ -7,7 +7,8 @@ meta-trained on them (claims 3–6, the paper figures, the sweep).
 - :func:`w_bar_in_range` — a W̄ drawn in the range of Λ (the one implementation);
 - :func:`spectrum_family` — the claim-6 shallow family (fixed W̄, geometric spectra);
 
-MATH.md §4's exact comparison: m = 1, one inner step (k = 1) on the top layer only
+docs/theory/expected-loss.md#optimal-preconditioner's exact comparison: m = 1, one inner step (k =
+1) on the top layer only
 (S = {L}), hidden widths ≥ d. Hidden widths are ``2d``: with width exactly d a network can
 stall at a critical point where the top layer annihilates a direction of ``B_L`` (then
 ``W_L B_L = W̄`` forces ``rank B_L < d`` and ``P = α B_LᵀB_L`` cannot reach a full-rank P*);
@@ -16,7 +17,7 @@ width ``2d`` leaves room for ``B_L`` of full column rank.
 Each trained network is measured on fresh tasks by adapting it with autograd
 (numerics/), never by evaluating theory/ on its weights.
 
-References: MATH.md §4–5.
+References: docs/theory/expected-loss.md#optimal-preconditioner, docs/theory/paper-claims.md.
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def w_bar_in_range(Lam: torch.Tensor, *, generator: torch.Generator, rows: int =
     ``generator``), ``U`` the eigenvectors of Λ with eigenvalue > 10⁻¹² λ_max. Where Λ = 0
     (no task spread) the rows of ``Z`` are used.
 
-    References: MATH.md §3 (the task distribution W_t = W̄ + D_t, D_t ~ (0, Λ))."""
+    References: docs/theory/expected-loss.md#closed-form (the task distribution W_t = W̄ + D_t,
+    D_t ~ (0, Λ))."""
     d = Lam.shape[0]
     Z = torch.randn(rows, d, generator=generator, dtype=torch.float64)
     evals, evecs = torch.linalg.eigh(Lam.to(torch.float64))
@@ -142,7 +144,8 @@ class TrainedNets:
     unconverged: list[str] = field(default_factory=list)
 
     def extracted_P(self, params: Params, alpha: float) -> np.ndarray:
-        """``P = α B_LᵀB_L`` from the frozen layers below the top (MATH.md §4)."""
+        """``P = α B_LᵀB_L`` from the frozen layers below the top
+        (docs/theory/expected-loss.md#optimal-preconditioner)."""
         return alpha * (B_L(self.deep, params).T @ B_L(self.deep, params)).numpy()
 
 

@@ -87,7 +87,9 @@ def _np(t: Any) -> Any:
 
 def theory_fields(point: Mapping[str, Any], family: Any, params: Mapping[str, Any]
                   ) -> dict[str, Any]:
-    """Theory prediction and extracted-preconditioner statistics (MATH.md §3–4)."""
+    """Theory prediction and extracted-preconditioner statistics
+    (docs/theory/expected-loss.md#closed-form,
+    docs/theory/expected-loss.md#optimal-preconditioner)."""
     import numpy as np
 
     out: dict[str, Any] = {k: None for k in ("theory_loss", "theory_kind", "theory_note",

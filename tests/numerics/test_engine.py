@@ -1,6 +1,7 @@
 """The batched MAML engine against a straightforward per-task autograd loop.
 
-The reference below is written from MATH.md §1 with plain weight matrices (no
+The reference below is written from docs/theory/update-rules.md#one-step with plain weight
+matrices (no
 functional_call, no torch.func): ``f(x) = W_L ⋯ W_1 x``, ``ℓ = ‖WX − Y‖²/(2n)``, inner step
 ``W_j ← W_j − α ∂ℓ/∂W_j`` on the layers in S, k times, then the query loss.
 """
@@ -111,7 +112,8 @@ def test_first_order_differs_from_second_order():
 @given(dims=mst.layer_dims(min_depth=1, max_depth=5, max_width=6),
        alpha=st.floats(-0.5, 0.5), seed=st.integers(0, 2**31 - 1))
 def test_top_layer_step_changes_end_to_end_map_by_minus_alpha_G_BtB(dims, alpha, seed):
-    """S = {L}: W' = W − α G B_LᵀB_L exactly (MATH.md §1), G = (WX − Y)Xᵀ/n, X columns."""
+    """S = {L}: W' = W − α G B_LᵀB_L exactly (docs/theory/update-rules.md#one-step), G = (WX −
+    Y)Xᵀ/n, X columns."""
     g = torch.Generator().manual_seed(seed)
     model = DeepLinear(dims, generator=g)
     n = 5

@@ -1,4 +1,5 @@
-"""The factorized fast-weight engine (MATH.md §6) against the per-task autograd loop.
+"""The factorized fast-weight engine (docs/theory/update-rules.md#factorized) against the per-task
+autograd loop.
 
 The reference is ``engine="loop"``: a Python loop over tasks with
 ``torch.autograd.grad(create_graph=True)`` on materialised fast weights

@@ -2,7 +2,7 @@
 identity-initialised special case, and the batched engine against the per-task loop.
 
 The references here are written independently of the package, in numpy, from the
-definitions (paper README, MATH.md §1):
+definitions (paper README, docs/theory/update-rules.md#one-step):
 
 - Meta-SGD ``D = φ ⊙ G``;
 - Meta-Curvature ``D = M_o G M_i`` (weights), ``M g`` (biases), kernels in tensor-product
@@ -390,7 +390,8 @@ def test_cuda_meta_gradients_equal_cpu(opt):
 @given(d=st.integers(1, 5), alpha=st.floats(0.05, 1.0), opt=mst.preconditioner_names(),
        seed=st.integers(0, 2**31 - 1))
 def test_step_matrix_is_the_effective_P_of_the_update_W_minus_G_P(d, alpha, opt, seed):
-    """Single output: one inner step is W' = W − G P with P = step_matrix(...) (MATH.md §4),
+    """Single output: one inner step is W' = W − G P with P = step_matrix(...)
+    (docs/theory/expected-loss.md#optimal-preconditioner),
     and P has the class's closed form."""
     g = torch.Generator().manual_seed(seed)
     model = DeepLinear((d, 1), generator=g)

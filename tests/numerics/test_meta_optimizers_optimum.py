@@ -1,6 +1,7 @@
 """Meta-trained meta-optimizers reach their class optimum on shallow linear regression.
 
-Setting (MATH.md §4): one output, the shallow model ``DeepLinear((d, 1))``, every layer
+Setting (docs/theory/expected-loss.md#optimal-preconditioner): one output, the shallow model
+``DeepLinear((d, 1))``, every layer
 adapted, one inner step of size α, anisotropic and rotated Σ and Λ, the population query
 loss. The classes and their optima (``maml_depth.theory.optimal_preconditioner``):
 Meta-SGD — diagonal ``P``; Meta-Curvature and KFO — any (PSD) ``P``, optimum ``P*``.
@@ -122,7 +123,8 @@ def _run(b: Budget) -> None:
             b.eval_tasks), f"{opt}: measured class-optimum loss disagrees with theory"
         assert R - 1.96 * se >= 0.9, "\n".join(report)
         assert R_theory >= 0.9, "\n".join(report)
-    # the ordering of MATH.md §4: full class < diagonal class < MAML at α (paired, 3 SE)
+    # the ordering of docs/theory/expected-loss.md#optimal-preconditioner: full class < diagonal
+    # class < MAML at α (paired, 3 SE)
     for full in ("meta-curvature", "kfo"):
         diff = trained_losses["meta-sgd"] - trained_losses[full]
         assert float(diff.mean()) > 3 * float(diff.std()) / math.sqrt(diff.numel()), report

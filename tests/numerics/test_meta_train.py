@@ -21,7 +21,8 @@ from maml_depth.numerics import (
 
 
 def test_shallow_meta_training_reaches_task_mean():
-    """Shallow MAML's minimiser over W is W̄ (MATH.md §3, D = 0): training from W₀ must end
+    """Shallow MAML's minimiser over W is W̄ (docs/theory/expected-loss.md#closed-form, D = 0):
+    training from W₀ must end
     within 0.1‖W₀ − W̄‖ of W̄ (with the exact population query loss, no query noise)."""
     g = torch.Generator().manual_seed(0)
     d, m = 4, 2

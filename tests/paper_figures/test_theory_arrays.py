@@ -1,6 +1,7 @@
 """The plotted theory arrays equal the theory functions at those points — recomputed here
 independently through :mod:`maml_depth.theory` (where possible by another route than the
-figure module takes: the closed form of MATH.md §3 instead of the scalar polynomial, the
+figure module takes: the closed form of docs/theory/expected-loss.md#closed-form instead of the
+scalar polynomial, the
 quadratic ``E ℒ(P)`` instead of the minimum's formula) — and the task matrices are those of
 the shared settings."""
 
@@ -47,7 +48,8 @@ def test_fig1_surface_is_the_closed_form_with_top_layer_preconditioner(built: di
     t = f1.TASK
     W1, W2 = np.meshgrid(d["w1"], d["w2"])
     one = np.ones_like(W1)[..., None, None]
-    # adapting w₁ only: w' = w − α w₂² g exactly (MATH.md §1), i.e. §3 with L = w₂², R = 1
+    # adapting w₁ only: w' = w − α w₂² g exactly (docs/theory/update-rules.md#one-step), i.e. §3
+    # with L = w₂², R = 1
     ref = expected_loss((W1 * W2)[..., None, None], W_bar=t["wbar"] * one, Sigma=t["s"] * one,
                         Lam=t["tau"] ** 2 * one, sigma=t["sigma"], n=int(t["n"]),
                         alpha=t["alpha"], L=(W2**2)[..., None, None])
@@ -147,7 +149,7 @@ def test_fig5_class_optima(built: dict[int, Any]) -> None:
         P, _ = optimal_preconditioner(S, La, s.sigma, s.n, kind)  # type: ignore[arg-type]
         assert_close(d[f"theory_{kind}"], preconditioned_loss(P, S, La, s.sigma, s.n),
                      what=kind)
-    # the ordering of MATH.md §4
+    # the ordering of docs/theory/expected-loss.md#optimal-preconditioner
     assert (d["theory_full"] <= d["theory_diagonal"] <= d["theory_scalar"]
             <= d["theory_fixed"])
     for kind in ("shallow", "meta-sgd", "meta-curvature", "kfo", "deep-top"):

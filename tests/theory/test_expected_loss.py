@@ -1,4 +1,5 @@
-"""The closed form of MATH.md §3: derived from first principles, one formula for sympy / numpy
+"""The closed form of docs/theory/expected-loss.md#closed-form: derived from first principles, one
+formula for sympy / numpy
 / torch, batched and differentiable; bad input names the field."""
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ def test_torch_is_differentiable():
 
 def test_tensor_step_size_with_numpy_matrices_meta_trains():
     """A learnable α (tensor) with numpy task matrices: torch path, and gradient descent on
-    the closed form reaches the best scalar step of MATH.md §4 (m = 1, W = W̄)."""
+    the closed form reaches the best scalar step of
+    docs/theory/expected-loss.md#optimal-preconditioner (m = 1, W = W̄)."""
     from maml_depth.theory import optimal_preconditioner
 
     Sigma, Lam = np.diag([0.5, 1.0, 2.0]), np.diag([1.0, 0.5, 0.2])
@@ -186,7 +188,7 @@ def test_tensor_step_size_with_numpy_matrices_meta_trains():
 
 @given(_problems())
 def test_general_prior_reduces_to_row_covariance(p):
-    """Ω = Λ ⊗ I_m (column-major vec) gives back MATH.md §3."""
+    """Ω = Λ ⊗ I_m (column-major vec) gives back docs/theory/expected-loss.md#closed-form."""
     m = p["W"].shape[0]
     Omega = np.kron(p["Lam"], np.eye(m))
     kw = {k: v for k, v in p.items() if k not in ("Lam", "W")}

@@ -1,4 +1,5 @@
-"""MATH.md §3 against Monte Carlo: the closed form agrees with an unbiased estimate over
+"""docs/theory/expected-loss.md#closed-form against Monte Carlo: the closed form agrees with an
+unbiased estimate over
 ≥ 10⁵ sampled tasks, and the same estimate rejects three deliberately broken formulas.
 
 Statistical criterion (every check below): the closed form ``v`` is accepted when
@@ -117,7 +118,8 @@ def test_degenerate_cases_are_exact(case):
 
 # --- the check can fail ------------------------------------------------------------------
 def _broken(p: dict, variant: str) -> float:
-    """An independent numpy transcription of MATH.md §3, optionally broken."""
+    """An independent numpy transcription of docs/theory/expected-loss.md#closed-form, optionally
+    broken."""
     W, Wb, S, La, sig, n, a = (p[k] for k in ("W", "W_bar", "Sigma", "Lam", "sigma", "n",
                                               "alpha"))
     L, R = p["L"], p["R"]

@@ -1,4 +1,5 @@
-"""The Gaussian moment identities of MATH.md §2, derived from the MGF and verified symbolically."""
+"""The Gaussian moment identities of docs/theory/notation.md#task-family, derived from the MGF and
+verified symbolically."""
 
 from __future__ import annotations
 

@@ -102,7 +102,8 @@ def test_equals_monte_carlo_of_adapting_the_network(dims, adapt, seed):
 
 
 def test_top_layer_at_the_task_mean_is_the_preconditioner_loss():
-    """S = {L}, m = 1, W = W̄: the population loss is E ℒ(P) with P = α B_LᵀB_L (MATH.md §4)."""
+    """S = {L}, m = 1, W = W̄: the population loss is E ℒ(P) with P = α B_LᵀB_L
+    (docs/theory/expected-loss.md#optimal-preconditioner)."""
     rng = np.random.default_rng(4)
     ws = [rng.standard_normal((4, 3)), rng.standard_normal((4, 4)), rng.standard_normal((1, 4))]
     B = ws[1] @ ws[0]

@@ -1,4 +1,5 @@
-"""Optimal preconditioners of MATH.md §4, checked against generic numerical minimisation of
+"""Optimal preconditioners of docs/theory/expected-loss.md#optimal-preconditioner, checked against
+generic numerical minimisation of
 the closed-form loss (not only against each other)."""
 
 from __future__ import annotations
@@ -113,7 +114,8 @@ def test_full_preconditioner_is_symmetric_psd_and_matches_math_md_form(fam):
     S, La, n = fam["Sigma"], fam["Lam"], fam["n"]
     c = np.trace(La @ S) + fam["sigma"] ** 2
     d = S.shape[0]
-    literal = np.linalg.solve((1 + 1 / n) * La @ S + c / n * np.eye(d), La)  # MATH.md §4
+    # docs/theory/expected-loss.md#optimal-preconditioner
+    literal = np.linalg.solve((1 + 1 / n) * La @ S + c / n * np.eye(d), La)
     assert_close(P, literal, rtol=1e-8)
 
 

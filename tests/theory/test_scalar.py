@@ -73,7 +73,8 @@ def test_scalar_update_depth_two_closed_form():
 
 
 def test_scalar_objective_depth_one_is_math_section_3():
-    """L = 1, k = 1: MATH.md §3 with m = d = 1, L = R = 1 (an independent derivation)."""
+    """L = 1, k = 1: docs/theory/expected-loss.md#closed-form with m = d = 1, L = R = 1 (an
+    independent derivation)."""
     sy = scalar_symbols(1)
     (w,), a, s, tau, sig, n = sy.w, sy.alpha, sy.s, sy.tau, sy.sigma, sy.n
     D, K = w - sy.wbar, (1 + 1 / n) * s**3 + (1 / n) * s**3

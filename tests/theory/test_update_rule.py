@@ -1,6 +1,7 @@
 """The symbolic MAML update rule (theory/update_rule.py) against autograd (numerics/).
 
-Claim 1 of MATH.md §5: the symbolic exact update — any depth, widths, adapted subset S and
+Claim 1 of docs/theory/paper-claims.md: the symbolic exact update — any depth, widths, adapted
+subset S and
 number of steps k — equals a real torch network adapted by autograd (the numerics/ inner
 loop) to float64 round-off; its α¹ term is the Kronecker sum P.
 """
@@ -187,13 +188,15 @@ def test_single_adapted_layer_has_no_alpha_squared_term(args):
     assert sorted(rule.coefficients) == [0, 1] and rule.degree == 1
     A, B = factors(Ws, j)
     G = gradient(Ws, X, Y)
-    exact = end_to_end(Ws) - alpha * A @ A.T @ G @ B.T @ B  # no remainder (MATH.md §1)
+    # no remainder (docs/theory/update-rules.md#one-step)
+    exact = end_to_end(Ws) - alpha * A @ A.T @ G @ B.T @ B
     assert_close(autograd_update(Ws, X, Y, alpha, (j,)), exact, what="autograd, one layer")
     assert_close(rule.numpy()(Ws, X, Y, alpha), exact, what="rule, one layer")
 
 
 def test_top_and_bottom_special_cases():
-    """S = {L}: W' = W − α G B_LᵀB_L; S = {1}: W' = W − α A_1A_1ᵀ G (MATH.md §1)."""
+    """S = {L}: W' = W − α G B_LᵀB_L; S = {1}: W' = W − α A_1A_1ᵀ G
+    (docs/theory/update-rules.md#one-step)."""
     rng = np.random.default_rng(3)
     dims = (3, 4, 2, 5)
     Ws = [rng.standard_normal((dims[i], dims[i - 1])) for i in range(1, 4)]

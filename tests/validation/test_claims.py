@@ -73,7 +73,8 @@ def test_update_rule_claim_fails_with_wrong_sign(monkeypatch):
 # -- claim 2 ---------------------------------------------------------------------------------
 def section3(W, *, W_bar, Sigma, Lam, sigma, n, alpha, L=None, R=None, drop_1_over_n=False,
              drop_noise=False, swap=False):
-    """MATH.md §3 written out independently (numpy), with switches that break it."""
+    """docs/theory/expected-loss.md#closed-form written out independently (numpy), with switches
+    that break it."""
     W, Wb, S, La = (np.asarray(x, dtype=float) for x in (W, W_bar, Sigma, Lam))
     m, d = W.shape
     L = np.eye(m) if L is None else np.asarray(L, dtype=float)
