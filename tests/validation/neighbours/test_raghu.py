@@ -61,11 +61,11 @@ def test_pooled_gradient_does_not_depend_on_lambda() -> None:
 
 @pytest.mark.slow
 def test_claim_setting_depth_three_exact_vs_measured() -> None:
-    r = ra.evaluate(seeds=2, meta_steps=1000, eval_tasks=20_000, seed=0)
+    r = ra.evaluate(seeds=2, meta_steps=2000, eval_tasks=20_000, seed=0)
     assert not r["unconverged"], r["unconverged"]
     assert r["verdict"] == "pass", r
     for x in r["runs"]:
         assert x["loss"]["exact_difference"] is not None
         assert x["relative_change"]["body_over_head"] < 1.0
-    wrong = ra.evaluate_wrong(seeds=2, meta_steps=1000, seed=0)
+    wrong = ra.evaluate_wrong(seeds=2, meta_steps=2000, seed=0)
     assert wrong["verdict"] == "fail", wrong["runs"]
