@@ -6,9 +6,10 @@ from maml_depth.validation.neighbours import (
     bernacchia_negative_rate,
     collins_representation,
     gao_sener_tradeoff,
+    raghu_feature_reuse,
     saunshi_separation,
 )
 
 __all__ = ["ach_balanced", "bernacchia_negative_rate", "collins_representation",
-           "gao_sener_tradeoff",
+           "gao_sener_tradeoff", "raghu_feature_reuse",
            "saunshi_separation"]
