@@ -11,7 +11,7 @@ import pytest
 from maml_depth.validation import CLAIMS
 
 IDS = ("ach-balanced-dynamics", "bernacchia-negative-rate", "gao-sener-tradeoff",
-       "collins-representation", "saunshi-separation")
+       "collins-representation", "saunshi-separation", "raghu-feature-reuse")
 ROOT = Path(__file__).resolve().parents[3]
 
 
