@@ -31,7 +31,7 @@ KATEX := build/docs/katex/katex.min.js
 
 help:
 	@echo "make validate   create $(VENV), install, validate the paper's claims, write $(OUT)/report.md"
-	@echo "make test       create/update $(VENV), ruff, mypy, fast pytest (hypothesis profile 'ci')"
+	@echo "make test       create/update $(VENV), ruff, mypy, docstrings, docs (--strict), fast pytest (hypothesis profile 'ci')"
 	@echo "make test-all   every test, slow and GPU ones included (hypothesis profile 'thorough')"
 	@echo "make bench      install the bench extra (peers), then the engine benchmark table"
 	@echo "make figures    regenerate the paper's analytic plots into paper_figures/gallery"
@@ -71,7 +71,9 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	HYPOTHESIS_PROFILE=ci $(BIN)/pytest -m "not slow and not gpu" -q
 
-test: lint typecheck pytest
+# `docs` builds the site (mkdocs --strict) that the fast tests of tests/docs read, so it runs
+# before pytest; `docstrings` fails on any public name without a docstring.
+test: lint typecheck docstrings docs pytest
 
 test-all: $(STAMP)
 	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest -q
@@ -123,7 +125,7 @@ docs-snapshot: $(STAMP)
 # functions and packages; magic methods and __init__ are not required to have one). A name is
 # public when neither it nor a module or class around it starts with "_" and, where a module
 # has __all__, it is listed there. Fails while any is missing, after a count per package.
-# Not yet part of `make test`.
+# Part of `make test`.
 DOC_PKGS := maml_depth theory numerics validation paper_figures
 DOC_RULES := D100,D101,D102,D103,D104
 docstrings: $(STAMP)

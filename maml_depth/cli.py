@@ -47,6 +47,8 @@ def _available_commands() -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``maml-depth`` argument parser: one sub-command per module of
+    :mod:`maml_depth.commands` whose optional dependencies are installed."""
     parser = _Parser(
         prog="maml-depth",
         description="Derive, compute and check the theory of MAML with deep linear networks.",
@@ -76,6 +78,10 @@ def _quiet_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``maml-depth`` with ``argv`` (default: ``sys.argv[1:]``) and return the exit status.
+
+    Exit status: 0 success, 1 a check failed or the run failed, 2 bad usage (a bad argument
+    or configuration, reported in one line without a traceback)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

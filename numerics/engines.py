@@ -55,13 +55,20 @@ class TaskFamily(Protocol):
     """What the engines need of a task family."""
 
     @property
-    def loss_fn(self) -> LossFn: ...
+    def loss_fn(self) -> LossFn:
+        """The support and query loss ``ℓ(pred, target)`` of the family, e.g.
+        ``‖pred − target‖²/(2n)``."""
 
-    def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch: ...
+    def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch:
+        """A batch of ``num_tasks`` tasks with their support and query sets, drawn with
+        ``generator``."""
 
     def query_loss(
         self, model: nn.Module, params: Params, Xq: Tensor | None, Yq: Tensor | None, W_t: Tensor
-    ) -> Tensor: ...
+    ) -> Tensor:
+        """The query loss of ``model`` with adapted ``params``: on the query set ``(Xq, Yq)``,
+        or the population loss of task map ``W_t`` where the family has one (then ``Xq``,
+        ``Yq`` may be None)."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +89,16 @@ class InnerConfig:
 
     @property
     def precond(self) -> Preconditioner:
+        """The preconditioner of the inner step ``θ ← θ − α·D(G)`` (MAML: ``D(G) = G``).
+
+        References: docs/theory/update-rules.md#meta-optimizers."""
         p = self.preconditioner
         assert isinstance(p, Preconditioner)
         return p
 
     def names(self, model: nn.Module) -> tuple[str, ...]:
+        """Names of ``model``'s parameters adapted in the inner loop (``adapt``: "all", "top" or
+        indices)."""
         return adapted_names(model, self.adapt)
 
     def init_state(self, model: nn.Module, params: Params) -> Params:

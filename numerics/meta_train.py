@@ -69,6 +69,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """The torch dtype named ``dtype`` (a key of ``DTYPES``); a torch dtype is returned as is."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
@@ -146,9 +147,13 @@ class Convergence:
     reason: str = ""
 
     def as_dict(self) -> dict[str, Any]:
+        """The convergence report as a plain dict (for JSON reports)."""
         return asdict(self)
 
     def summary(self) -> str:
+        """One line: converged or not (and why), the relative change of the meta-loss over the
+        last fifth of training against its noise and tolerance, and the gradient drift
+        against its tolerance."""
         state = "converged" if self.converged else f"NOT converged ({self.reason})"
         return (f"{state}: meta-loss change over the last fifth {self.rel_change:+.2%} "
                 f"(noise ±{self.noise:.2%}, tol {self.rtol:.0%}), gradient drift "

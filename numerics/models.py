@@ -123,6 +123,7 @@ class LinNetMLP(nn.Module):
         return len(self.dims) - 1 + self.extra_linear
 
     def forward(self, x: Tensor) -> Tensor:
+        """The network's output ``f(x)`` for inputs ``x`` of shape ``(n, d)``."""
         return self.net(x)
 
 
@@ -189,9 +190,13 @@ class ConvNet(nn.Module):
 
     @property
     def depth(self) -> int:
+        """Number of weight layers: the convolutions, the extra linear layers and the
+        classifier."""
         return len(self.convs) + self.extra_linear + 1
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits for ``x`` of shape ``(n, image²)``: each conv block is conv → ReLU → 2×2
+        max-pool, then the extra linear layers (no activation) and the classifier."""
         n = x.shape[0]
         h = x.reshape(n, 1, self.image, self.image)
         for conv in self.convs:

@@ -66,6 +66,8 @@ class MonteCarloEstimate(NamedTuple):
 
     @property
     def method(self) -> str:
+        """``"Monte Carlo estimate"``: how the value was obtained (against a closed form's
+        "exact")."""
         return "Monte Carlo estimate"
 
     def interval(self, level: float = 0.95) -> tuple[float, float]:

@@ -99,6 +99,7 @@ class DeepLinear(nn.Module):
 
     @property
     def depth(self) -> int:
+        """Number of layers ``L`` (``len(dims) − 1``)."""
         return len(self.dims) - 1
 
     @property
@@ -119,6 +120,11 @@ class DeepLinear(nn.Module):
         scale: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> None:
+        """Re-initialise the weights in place: ``"gaussian"`` entries ``N(0, scale²/d_{j−1})``,
+        ``"identity"`` ``scale·I`` (rectangular identity), or ``"balanced"`` layers with
+        ``W_{j+1}ᵀW_{j+1} = W_jW_jᵀ`` (:func:`balanced_factors`); drawn with ``generator``.
+
+        References: docs/theory/neighbours-ach.md#setting."""
         ws = self.weights
         like = ws[0]
         if init == "gaussian":
@@ -140,6 +146,10 @@ class DeepLinear(nn.Module):
             )
 
     def forward(self, x: Tensor) -> Tensor:
+        """The end-to-end map ``f(x) = W_L ⋯ W_1 x`` applied to the rows of ``x`` (shape
+        ``(n, d_0)``).
+
+        References: docs/theory/notation.md#network."""
         for layer in self.layers:
             x = layer(x)
         return x
@@ -235,9 +245,11 @@ class MLP(nn.Module):
 
     @property
     def depth(self) -> int:
+        """Number of layers ``L`` (``len(dims) − 1``)."""
         return len(self.dims) - 1
 
     def forward(self, x: Tensor) -> Tensor:
+        """The network's output for inputs ``x`` of shape ``(n, d_0)``."""
         return self.net(x)
 
 

@@ -141,12 +141,14 @@ class LogisticTasks:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
            ) -> LogisticTasks:
+        """The same family with its tensors on ``device`` and/or in ``dtype``."""
         return LogisticTasks(self.d, self.n_support, self.n_query, self.tau, self._wb,
                              self._sig_half @ self._sig_half, self.temperature,
                              dtype or self.dtype, device or self.device)
 
     @property
     def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """:func:`logistic_loss`: ``(1/n) Σ_i [log(1 + e^{f_i}) − y_i f_i]``."""
         return logistic_loss
 
     def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch:
@@ -214,11 +216,13 @@ class SineTasks:
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
            ) -> SineTasks:
+        """The same family with its tensors on ``device`` and/or in ``dtype``."""
         return SineTasks(self.n_support, self.n_query, self.amplitude, self.phase,
                          self.x_range, dtype or self.dtype, device or self.device)
 
     @property
     def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """:func:`mse_loss`: ``‖pred − target‖²/(2n)``."""
         return mse_loss
 
     def _uniform(self, shape: tuple[int, ...], lohi: tuple[float, float],
@@ -333,15 +337,18 @@ class DigitsFewShot:
 
     @property
     def d(self) -> int:
+        """Input dimension: 64 (8 × 8 pixel images)."""
         return 64
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
            ) -> DigitsFewShot:
+        """The same family with its tensors on ``device`` and/or in ``dtype``."""
         return DigitsFewShot(self.split, self.n_way, self.k_shot, self.n_query,
                              dtype or self.dtype, device or self.device)
 
     @property
     def loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
+        """:func:`cross_entropy_loss`: ``−(1/n) Σ_i Σ_c y_ic log softmax(f_i)_c``."""
         return cross_entropy_loss
 
     def sample(self, num_tasks: int, generator: torch.Generator) -> TaskBatch:

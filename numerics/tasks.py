@@ -35,6 +35,7 @@ class TaskBatch:
 
     @property
     def num_tasks(self) -> int:
+        """Number of tasks ``T`` in the batch (leading dimension of ``X``)."""
         return int(self.X.shape[0])
 
 
@@ -160,14 +161,17 @@ class LinearRegressionTasks:
     # -- properties -----------------------------------------------------------------------
     @property
     def d(self) -> int:
+        """Input dimension ``d`` (columns of W̄)."""
         return int(self.W_bar.shape[1])
 
     @property
     def m(self) -> int:
+        """Output dimension ``m`` (rows of W̄)."""
         return int(self.W_bar.shape[0])
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the family's tensors."""
         return self.W_bar.dtype
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None

@@ -42,6 +42,7 @@ class FigureData:
         return key in self.arrays
 
     def put(self, key: str, value: Any) -> None:
+        """Store the array ``value`` under ``key``."""
         self.arrays[key] = np.asarray(value)
 
 
@@ -57,6 +58,7 @@ class FigureCache:
         self.root = Path(root)
 
     def paths(self, key: str) -> tuple[Path, Path]:
+        """The ``.npz`` (arrays) and ``.json`` (metadata) files of the cache entry ``key``."""
         return self.root / f"{key}.npz", self.root / f"{key}.json"
 
     def load(self, key: str) -> FigureData | None:

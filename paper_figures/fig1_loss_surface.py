@@ -59,6 +59,8 @@ def theory_args() -> tuple[float, float, float, float, float, int]:
 
 
 def family() -> Any:
+    """The scalar task family of figure 1 (``m = d = 1``): ``x ~ N(0, s)``, ``w_t ~ N(w̄, τ²)``,
+    noise σ, n shots."""
     from maml_depth.numerics import LinearRegressionTasks
 
     t = TASK
@@ -95,6 +97,9 @@ def theory_optimum() -> tuple[float, np.ndarray]:
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
+    """Compute figure 1's data at ``budget``: the exact two-layer objective on a grid of
+    ``(w₁, w₂)``, the shallow objective, and meta-training trajectories measured on sampled
+    tasks."""
     from maml_depth.numerics import DeepLinear, InnerConfig
 
     t0 = time.perf_counter()
@@ -146,6 +151,8 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
 
 
 def render(data: FigureData) -> Any:
+    """Draw figure 1: (a) the shallow objective ``E ℒ(w)`` with fixed α and its trajectories,
+    (b) the two-layer surface over ``(w₁, w₂)`` with the theory minima and trajectories."""
     from matplotlib.colors import LogNorm
 
     fig, ax, bx = style.two_panels(FIGSIZE, width_ratios=[1.0, 1.15])
@@ -217,6 +224,10 @@ def render(data: FigureData) -> Any:
 
 
 def caption(data: FigureData) -> str:
+    """The caption of figure 1, with the theory values (best shallow loss at ``w = w̄``, the
+    two-layer minima where ``α w₂² = P*``) and the measured ones filled in.
+
+    References: docs/theory/update-rules.md#scalar."""
     t = data.meta["task"]
     ms, md = data["measured_shallow"], data["measured_deep"]
     sh = float(np.interp(t["wbar"], data["w"], data["theory_shallow"]))

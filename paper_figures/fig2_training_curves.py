@@ -99,6 +99,9 @@ def _logr_runs(budget: FigureBudget, progress: bool) -> dict[str, list[Any]]:
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
+    """Compute figure 2's data at ``budget``: the theory floors ``E ℒ(αI)`` (shallow) and
+    ``E ℒ(P*)`` (deep), and the meta-training curves of the shallow and deep regression nets
+    and of LogR and LogR+LinNet, over seeds."""
     frame = LinearFrame(LINEAR)
     sh_th, deep_th = theory()
     frame.data.put("theory_shallow", sh_th)
@@ -117,6 +120,8 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
 
 
 def render(data: FigureData) -> Any:
+    """Draw figure 2: (a) regression curves with 95% bands and theory lines, (b) the
+    logistic-regression curves."""
     fig, ax, bx = style.two_panels(FIGSIZE)
     C = style.COLORS
     m = data.meta
@@ -157,6 +162,7 @@ def _bands(ax: Any, data: FigureData, series: tuple[tuple[str, str, str], ...]) 
 
 
 def caption(data: FigureData) -> str:
+    """The caption of figure 2, with the setting, the final losses and their 95% intervals."""
     from maml_depth.common import stats
 
     m = data.meta

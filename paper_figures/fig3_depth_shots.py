@@ -71,6 +71,10 @@ def theory_shots(ns: np.ndarray, Sigma: np.ndarray, Lam: np.ndarray, sigma: floa
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
+    """Compute figure 3's data at ``budget``: the theory ``E ℒ`` of each depth (top layer
+    adapted) and the losses of meta-trained nets by depth and by number of shots, over seeds.
+
+    References: docs/theory/expected-loss.md#optimal-preconditioner."""
     from maml_depth.numerics import monte_carlo_deep_loss
 
     frame = LinearFrame(LINEAR)
@@ -130,6 +134,8 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
 
 
 def render(data: FigureData) -> Any:
+    """Draw figure 3: (a) loss against depth (top layer and all layers adapted) with the theory
+    of each depth, (b) loss against the number of shots."""
     fig, ax, bx = style.two_panels(FIGSIZE)
     C = style.COLORS
     m = data.meta
@@ -178,6 +184,7 @@ def render(data: FigureData) -> Any:
 
 
 def caption(data: FigureData) -> str:
+    """The caption of figure 3, with the measured loss and the theory at each depth."""
     m = data.meta
     depths = data["depths"]
     top = interval_arrays(data["measured_depth_top"])[0]

@@ -52,6 +52,11 @@ def theory(Sigma: np.ndarray, Lam: np.ndarray, sigma: float, n: int) -> dict[str
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
+    """Compute figure 4's data at ``budget``: ``P*`` and ``Σ⁻¹`` and, over meta-training, the
+    eigenvalues of the preconditioner ``P = αB_LᵀB_L`` of a deep net adapting its top layer
+    and its relative error to ``P*``.
+
+    References: docs/theory/expected-loss.md#optimal-preconditioner."""
     frame = LinearFrame(LINEAR)
     s, data = frame.setting, frame.data
     th = theory(frame.Sigma, frame.Lam, s.sigma, s.n)
@@ -75,6 +80,8 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
 
 
 def render(data: FigureData) -> Any:
+    """Draw figure 4: (a) the eigenvalues of ``P`` over training against those of ``P*``, (b)
+    the relative error to ``P*``."""
     fig, ax, bx = style.two_panels(FIGSIZE)
     C = style.COLORS
     m = data.meta
@@ -112,6 +119,8 @@ def render(data: FigureData) -> Any:
 
 
 def caption(data: FigureData) -> str:
+    """The caption of figure 4: the relative error of ``αB_LᵀB_L`` to ``P*`` at the end, with
+    its interval, and the eigenvalues of ``P*`` and ``Σ⁻¹``."""
     m = data.meta
     g, lo, hi = (float(v[-1]) for v in log_interval_arrays(data["rel_error"]))
     err = f"{g:.3f} [{lo:.3f}, {hi:.3f}]"

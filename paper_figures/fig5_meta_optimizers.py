@@ -76,6 +76,11 @@ def theory(Sigma: np.ndarray, Lam: np.ndarray, sigma: float, n: int, alpha: floa
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
+    """Compute figure 5's data at ``budget``: the optima of the scalar, diagonal and full
+    classes (``E ℒ(α*I)``, ``E ℒ(P_diag*)``, ``E ℒ(P*)``) and the meta-training curves of
+    MAML, Meta-SGD, Meta-Curvature and KFO on one layer and of MAML on a deep net.
+
+    References: docs/theory/expected-loss.md#optimal-preconditioner."""
     frame = LinearFrame(LINEAR)
     s = frame.setting
     th = theory(frame.Sigma, frame.Lam, s.sigma, s.n, s.alpha)
@@ -92,6 +97,7 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
 
 
 def render(data: FigureData) -> Any:
+    """Draw figure 5: the methods' curves with 95% bands and their theory optima."""
     fig, ax, bx = style.two_panels(FIGSIZE, width_ratios=[1.15, 1.0])
     C = style.COLORS
     m = data.meta
@@ -136,6 +142,8 @@ def render(data: FigureData) -> Any:
 
 
 def caption(data: FigureData) -> str:
+    """The caption of figure 5: each method's final loss with its interval against its class's
+    theoretical optimum."""
     m = data.meta
     parts = []
     for kind, label, cls in METHODS:

@@ -63,6 +63,11 @@ def principal_angles_deg(B: np.ndarray, U: np.ndarray) -> np.ndarray:
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
+    """Compute figure 6's data at ``budget``: over meta-training, the principal angles between
+    the row space of ``B_L`` and the task subspace (the range of ``P*``), and the energy of
+    ``B_L`` outside it.
+
+    References: docs/theory/paper-claims.md#claim-5."""
     frame = LinearFrame(SETTING)
     s, data = frame.setting, frame.data
     U, Pi = theory_range(frame.Sigma, frame.Lam, s.sigma, s.n)
@@ -83,6 +88,8 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
 
 
 def render(data: FigureData) -> Any:
+    """Draw figure 6: (a) the largest and smallest principal angles over training, (b) the
+    energy outside the task subspace."""
     fig, ax, bx = style.two_panels(FIGSIZE)
     C = style.COLORS
     m = data.meta
@@ -114,6 +121,8 @@ def render(data: FigureData) -> Any:
 
 
 def caption(data: FigureData) -> str:
+    """The caption of figure 6: the largest principal angle at the start and the end, with its
+    interval."""
     from maml_depth.common import stats
 
     m = data.meta

@@ -47,6 +47,7 @@ class FigureSpec:
     title: str
 
     def module(self) -> ModuleType:
+        """The figure's module, ``maml_depth.paper_figures.<name>`` (imported on first use)."""
         return importlib.import_module(f"maml_depth.paper_figures.{self.name}")
 
     def pixel_size(self) -> tuple[int, int]:

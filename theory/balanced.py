@@ -9,7 +9,8 @@ and for N = 2 exactly ``W' = W − η[(WWᵀ)^{½}G + G(WᵀW)^{½}] + η² G W�
 
 Derivation (docs/theory/neighbours-ach.md): ``A_jA_jᵀ = (WWᵀ)^{(N−j)/N}`` and
 ``B_jᵀB_j = (WᵀW)^{(j−1)/N}`` for balanced layers, so the package's first-order rule
-``Σ_j A_jA_jᵀ G B_jᵀB_j`` (docs/theory/index.md) is the fractional-power sum (reindexed).
+``Σ_j A_jA_jᵀ G B_jᵀB_j`` (docs/theory/update-rules.md#first-order) is the fractional-power
+sum (reindexed).
 
 References: Arora, Cohen, Hazan, "On the optimization of deep networks: implicit acceleration
 by overparameterization", ICML 2018 (gradient-flow form); docs/theory/neighbours-ach.md.
@@ -100,7 +101,7 @@ def ach_two_layer_exact_step(W: np.ndarray, G: np.ndarray, eta: float) -> np.nda
     Derivation: ``(W_2 − ηGW_1ᵀ)(W_1 − ηW_2ᵀG)`` with ``W_2W_2ᵀ = (WWᵀ)^{½}`` and
     ``W_1ᵀW_1 = (WᵀW)^{½}`` (balancedness), ``W_1ᵀW_2ᵀ = Wᵀ``.
 
-    References: docs/theory/neighbours-ach.md, eq. (3).
+    References: docs/theory/neighbours-ach.md#eq-6.4.
     """
     W, G = np.asarray(W, np.float64), np.asarray(G, np.float64)
     if W.ndim != 2 or G.shape != W.shape:
@@ -115,7 +116,7 @@ def ach_kronecker_preconditioner(W: np.ndarray, depth: int) -> np.ndarray:
     ``P = Σ_{j=1..N} (WᵀW)^{(N−j)/N} ⊗ (WWᵀ)^{(j−1)/N}``, so that
     ``vec(W' − W) = −η P vec G + O(η²)``.
 
-    References: docs/theory/neighbours-ach.md, eq. (2).
+    References: docs/theory/neighbours-ach.md#eq-6.3.
     """
     W = np.asarray(W, np.float64)
     if W.ndim != 2:

@@ -61,7 +61,7 @@ def maml_design(Xt: np.ndarray, yt: np.ndarray, Xv: np.ndarray, yv: np.ndarray, 
     Returns:
         ``Z`` of shape ``(…, m·n_v, p)`` and ``z`` of shape ``(…, m·n_v)``.
 
-    References: docs/theory/neighbours-bernacchia.md, eq. (1).
+    References: docs/theory/neighbours-bernacchia.md#eq-7.1.
     """
     alpha = _checks.finite_float("alpha", alpha)
     Xt, Xv = np.asarray(Xt, np.float64), np.asarray(Xv, np.float64)
@@ -88,7 +88,7 @@ def maml_estimator(Xt: np.ndarray, yt: np.ndarray, Xv: np.ndarray, yv: np.ndarra
 
     Returns ``ω̂`` of shape ``(…, p)``.
 
-    References: docs/theory/neighbours-bernacchia.md, eq. (2).
+    References: docs/theory/neighbours-bernacchia.md#eq-7.2.
     """
     Z, z = maml_design(Xt, yt, Xv, yv, alpha)
     p = Z.shape[-1]
@@ -107,7 +107,7 @@ def pooled_estimator(X: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     Returns ``(…, p)``.
 
-    References: docs/theory/neighbours-gao-sener.md, eq. (3).
+    References: docs/theory/neighbours-gao-sener.md#eq-8.5.
     """
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     if X.ndim < 3 or y.shape != X.shape[:-1]:
@@ -190,7 +190,7 @@ def bernacchia_test_loss(s: BernacchiaSetting, alpha_t: float | np.ndarray, *,
         L_test = ½ [ h_r (E‖ω̂ − w₀‖² + ν²) + σ² (1 + α_r² p/n_r) ],
         h_r = (1 − α_r)² + α_r² (p + 1)/n_r.
 
-    References: docs/theory/neighbours-bernacchia.md, eq. (5).
+    References: docs/theory/neighbours-bernacchia.md#eq-7.5.
     """
     h_r = adaptation_factor(s.alpha_r, s.p, s.n_r)
     err = bernacchia_estimator_error(s, alpha_t, inverse=inverse)

@@ -3,7 +3,7 @@
 The adapted map after ``k`` inner steps of a (deep) linear network is a polynomial in the
 task data — the support inputs ``X`` (``d × n``, columns ``N(0, Σ)``), the label noise ``N``
 (``m × n``, entries ``N(0, σ²)``) and the task offset ``Z`` (``m × d``, rows ``N(0, Λ)``) —
-through ``Σ̂ = XXᵀ/n`` and ``E = NXᵀ/n`` (docs/theory/exact-expectation.md, eq. 1–3). The
+through ``Σ̂ = XXᵀ/n`` and ``E = NXᵀ/n`` (docs/theory/exact-expectation.md#data). The
 population query loss ``½ tr((W' − W_t) Σ (W' − W_t)ᵀ) + ½ m σ²`` is a sum of traces of
 *words* (products of letters), each letter a fixed matrix or one of the Gaussian matrices
 ``X, N, Z`` (or a transpose). Its expectation is a finite Wick sum (eq. 4): every perfect
@@ -114,6 +114,7 @@ class MatPoly:
 
     @classmethod
     def letter(cls, *letters: str) -> MatPoly:
+        """The word of ``letters`` (a product of matrix letters) with coefficient 1."""
         return cls({tuple(letters): 1})
 
     def __add__(self, other: MatPoly) -> MatPoly:
@@ -129,6 +130,7 @@ class MatPoly:
         return self + (-other)
 
     def scale(self, c: int) -> MatPoly:
+        """Every coefficient multiplied by the integer ``c``."""
         return MatPoly({w: c * v for w, v in self.terms.items()})
 
     def __matmul__(self, other: MatPoly) -> MatPoly:
@@ -140,6 +142,7 @@ class MatPoly:
 
     @property
     def T(self) -> MatPoly:
+        """The transpose: each word reversed with its letters transposed, ``(AB)ᵀ = BᵀAᵀ``."""
         return MatPoly({tp_word(w): c for w, c in self.terms.items()})
 
     def __len__(self) -> int:
@@ -569,6 +572,11 @@ class Derivation:
         return self._weights[n]
 
     def value(self, letters: dict[str, Any], n: int, sigma2a: Any, *, m: int, d: int) -> Any:
+        """``E ℒ`` of (4.12): ``½ Σ_terms coef·n^p·(ασ²)^s·Π tr(cycle)`` with the letters bound
+        to matrices (numpy, or torch and then differentiable), ``sigma2a = ασ²``; the noise
+        floor ``½mσ²`` is added by the caller.
+
+        References: docs/theory/exact-expectation.md#eq-4.12."""
         torch_mode = any(isinstance(v, Tensor) for v in letters.values()) or isinstance(
             sigma2a, Tensor)
         like = next((v for v in letters.values() if isinstance(v, Tensor)), None)

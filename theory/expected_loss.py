@@ -186,7 +186,7 @@ def expected_loss(
     ``steps=1`` is the closed form below (docs/theory/expected-loss.md#closed-form); ``steps = k >
     1`` is the exact
     Wick expectation of :mod:`maml_depth.theory.exact_expectation`
-    (docs/theory/exact-expectation.md, eq. 7–11): ``W_k − W_t = Σ_j C(k, j)(−1)^j
+    (docs/theory/exact-expectation.md#words): ``W_k − W_t = Σ_j C(k, j)(−1)^j
     (αL)^j (D − Z)(Σ̂R)^j + noise words``, a polynomial of degree ``2k`` in the data whose
     expectation is a finite sum, exact in ``n`` (unbatched; the derivation is cached per
     ``(k, L given, R given)``; refused with a one-line error beyond ``max_terms`` Wick

@@ -86,6 +86,11 @@ class GaussianMoments:
         return self._polys[j]
 
     def __call__(self, idx: Sequence[int]) -> sp.Expr:
+        """The moment ``E[x_{i_1} ⋯ x_{i_k}]`` of ``x ~ N(0, Σ)`` for the indices ``idx``
+        (exact, sympy): 0 for odd k, else from the moment generating function
+        ``E e^{tᵀx} = e^{½tᵀΣt}``.
+
+        References: docs/theory/expected-loss.md#moments."""
         key = tuple(sorted(int(i) for i in idx))
         if key in self._cache:
             return self._cache[key]
@@ -210,6 +215,7 @@ class RegressionMoments:
 
     @property
     def random_symbols(self) -> list[sp.Symbol]:
+        """The random symbols of the products: the entries of Σ̂, E and Z."""
         return [*self._s_index, *self._e_index, *self._z_index]
 
     # E[∏ factors], each factor (1/n) Σ_p f(sample p); f = x_i x_j ("s") or ε_a x_i ("e")

@@ -167,7 +167,7 @@ def expected_deep_loss(
     ``W_j ← W_j − α A_jᵀ G B_jᵀ`` for every ``j`` in ``adapt`` with all gradients at the
     same point (``A_j = W_L ⋯ W_{j+1}``, ``B_j = W_{j−1} ⋯ W_1``,
     ``G = (WX − Y)Xᵀ/n``). The adapted map ``W'`` is a polynomial in ``Z``, ``Σ̂``, ``E``
-    (docs/theory/exact-expectation.md, eq. 9) and ::
+    (docs/theory/exact-expectation.md#eq-4.10) and ::
 
         E ℒ = ½ E tr((W' − W_t) Σ (W' − W_t)ᵀ) + ½ m σ²
 

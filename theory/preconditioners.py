@@ -78,6 +78,7 @@ class OptimalPreconditioner(tuple):  # type: ignore[type-arg]
 
     def __new__(cls, P: Any, loss: float, kind: str, method: str,
                 alpha: float | None = None) -> OptimalPreconditioner:
+        """``(P, loss)`` labelled with ``kind``, ``method`` and (scalar kind) ``alpha``."""
         self = super().__new__(cls, (P, loss))
         self.P, self.loss, self.kind, self.method, self.alpha = P, loss, kind, method, alpha
         return self
@@ -101,6 +102,8 @@ class KroneckerPreconditioner(tuple):  # type: ignore[type-arg]
 
     def __new__(cls, L: np.ndarray, R: np.ndarray, loss: float, *, success: bool,
                 message: str, iterations: int) -> KroneckerPreconditioner:
+        """``(L, R, loss)`` with the optimiser's report (``success``, ``message``,
+        ``iterations``); ``method`` is ``"numeric"``."""
         self = super().__new__(cls, (L, R, loss))
         self.L, self.R, self.loss = L, R, loss
         self.method = "numeric"
@@ -172,7 +175,7 @@ def optimal_preconditioner(
 
     ``steps = k > 1``: the update ``W ← W − G P`` repeated k times on one support set, whose
     exact expected loss ``E ℒ_k(P)`` (:func:`~maml_depth.theory.expected_loss` with
-    ``steps=k``, α = 1, ``R = P``; docs/theory/exact-expectation.md eq. 12) has degree
+    ``steps=k``, α = 1, ``R = P``; docs/theory/exact-expectation.md#eq-4.15) has degree
     ``2k`` in P and is not convex. ``"full"`` is then a symmetric PSD ``P = F Fᵀ`` (what
     ``α B_LᵀB_L`` of a deep net can be), ``"diagonal"`` any ``diag(p)``, ``"scalar"``
     ``α_k* I``. ``"scalar"`` is exact: ``E ℒ_k(αI)`` is a polynomial of degree 2k in α,
@@ -371,7 +374,7 @@ def k_step_loss(P: Any, Sigma: Any, Lam: Any, sigma: float, n: int, steps: int, 
     """``E ℒ_k(P)``: k steps ``W ← W − G P`` at m = 1, ``W = W̄`` (exact; numpy or torch).
 
     :func:`~maml_depth.theory.expected_loss` with ``α = 1``, ``R = P``, ``steps = k``
-    (docs/theory/exact-expectation.md eq. 12). Torch in, torch (differentiable) out.
+    (docs/theory/exact-expectation.md#eq-4.15). Torch in, torch (differentiable) out.
 
     References: docs/theory/exact-expectation.md; docs/theory/expected-loss.md#closed-form,
     docs/theory/expected-loss.md#optimal-preconditioner.

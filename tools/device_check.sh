@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The prepared device run: the GPU tests and issue 10's GPU rows (the large config on the GPU,
-# and the largest task batch that fits), in one command that ends inside the device tool's
-# 10-minute limit. On a lent GPU machine (the device tool's `run`, timeout_s 600):
+# The GPU check in one command: the GPU tests, then the GPU rows of docs/benchmarks.md (the
+# large config on the GPU, and the largest task batch that fits), in under 10 minutes. On a
+# machine with a CUDA GPU:
 #
 #     bash tools/device_check.sh
 #
-# It installs nothing: the machine's python3 has torch, sympy, scipy, hypothesis, pytest and
-# tqdm, and the package runs from a temporary copy in its installed layout (theory/ as
-# maml_depth.theory, ...). What it writes under $OUT comes back: env.txt, gpu_tests.log,
-# bench.log, bench.md (the tables to paste into docs/benchmarks.md).
+# It installs nothing: the machine's python3 must have torch, sympy, scipy, hypothesis, pytest
+# and tqdm; the package runs from a temporary copy in its installed layout (theory/ as
+# maml_depth.theory, ...). It writes into $OUT: env.txt, gpu_tests.log, bench.log, bench.md
+# (the tables for docs/benchmarks.md).
 #
 # Variables: OUT (default /tmp/device_check), DEVICE (cuda), CONFIGS (large), PYTHON (python3).
 # Checked on CPU with `DEVICE=cpu CONFIGS=small bash tools/device_check.sh`.

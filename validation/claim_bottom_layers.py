@@ -37,6 +37,10 @@ def angles_deg(B: np.ndarray, U: np.ndarray) -> np.ndarray:
 
 
 def energy_outside(B: np.ndarray, U: np.ndarray) -> float:
+    """Energy of ``B`` outside the subspace spanned by the orthonormal columns of ``U``:
+    ``‖B − BUUᵀ‖²_F / ‖B‖²_F``.
+
+    References: docs/theory/paper-claims.md#claim-5."""
     return float(np.linalg.norm(B - B @ U @ U.T) ** 2 / np.linalg.norm(B) ** 2)
 
 
@@ -46,6 +50,11 @@ def energy_outside(B: np.ndarray, U: np.ndarray) -> float:
        reference="docs/theory/expected-loss.md#optimal-preconditioner, "
                  "docs/theory/paper-claims.md#claim-5; paper §3–4")
 def run(ctx: RunContext) -> ClaimResult:
+    """Claim 5: meta-train deep nets (top layer adapted) on tasks with Λ of rank k and W̄ in its
+    range, and check that the row space of ``B_L`` aligns with the range of Λ (principal
+    angles, energy outside ``‖B − BUUᵀ‖²_F/‖B‖²_F``), over seeds.
+
+    References: docs/theory/paper-claims.md#claim-5."""
     s = SETTING
     fam = s.family(ctx.seed)
     evals, evecs = torch.linalg.eigh(fam.Lam)

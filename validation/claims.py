@@ -61,6 +61,7 @@ class ClaimResult:
     reference: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """The result as a plain dict (for ``report.json``)."""
         from dataclasses import asdict
 
         return asdict(self)
@@ -105,6 +106,10 @@ class RunContext:
         details: dict[str, Any] | None = None,
         figures: list[str] | None = None,
     ) -> ClaimResult:
+        """The :class:`ClaimResult` of the claim being run, with this context's id, title and
+        budget: ``verdict`` (pass, fail, inconclusive, error or not available), ``measured``
+        against ``theory``, the confidence ``interval``, what the ``effect`` is and a
+        ``summary``."""
         if verdict not in VERDICTS:
             raise InvalidArgumentError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
         return ClaimResult(
@@ -116,11 +121,16 @@ class RunContext:
         )
 
     def not_available(self, why: str) -> ClaimResult:
+        """A result with verdict "not available" and the reason ``why`` (no measurement, no
+        theory)."""
         return self.result(verdict="not available", measured=None, theory=None, summary=why)
 
 
 @dataclass(frozen=True)
 class Claim:
+    """A registered claim: its id, number (paper claims), title, statement, reference, the
+    function that runs it, the budgets it runs at and its suite (``"paper"`` or
+    ``"neighbours"``)."""
     id: str
     number: int | None
     title: str
@@ -157,6 +167,7 @@ def claim(
 
 
 def versions() -> dict[str, str]:
+    """Versions of the package, Python and the main dependencies, for reports."""
     import numpy
     import scipy
     import sympy

@@ -22,6 +22,8 @@ def _fmt(x: Any) -> str:
 
 
 def render_markdown(results: list[ClaimResult], meta: dict[str, Any]) -> str:
+    """The validation report as Markdown: the run's budget, seed and device, then one row per
+    claim (verdict, measured, theory, 95% interval, n, seconds) and each claim's summary."""
     lines = ["# maml-depth validation report", ""]
     lines.append(f"Budget `{meta.get('budget')}`, seed {meta.get('seed')}, device "
                  f"`{meta.get('device')}`, {meta.get('seconds', 0):.0f} s in all.")
@@ -47,6 +49,7 @@ def render_markdown(results: list[ClaimResult], meta: dict[str, Any]) -> str:
 
 def write_report(out_dir: str | Path, results: list[ClaimResult], meta: dict[str, Any]
                  ) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``report.md`` into ``out_dir`` atomically; returns their paths."""
     out = Path(out_dir)
     meta = dict(meta)
     meta.setdefault("versions", versions())

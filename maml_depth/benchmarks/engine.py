@@ -71,6 +71,7 @@ class EngineConfig:
 
     @property
     def dims(self) -> tuple[int, ...]:
+        """Layer widths ``(d, hidden, …, hidden, 1)`` of the config's network: ``depth`` layers."""
         return (self.d, *([self.hidden] * (self.depth - 1)), 1)
 
 

@@ -11,12 +11,14 @@ from maml_depth.errors import ShapeError
 
 @dataclass
 class Table:
+    """A Markdown table of benchmark results: a title, column names, rows and notes below it."""
     title: str
     columns: list[str]
     rows: list[list[Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def add(self, *row: Any) -> None:
+        """Append one row; raises :class:`ShapeError` unless it has one cell per column."""
         if len(row) != len(self.columns):
             raise ShapeError(
                 f"row has {len(row)} cells, table {self.title!r} has {len(self.columns)} "
@@ -25,6 +27,8 @@ class Table:
         self.rows.append(list(row))
 
     def markdown(self) -> str:
+        """The table as Markdown: a ``###`` title, the rows (floats to 3 significant digits, NaN
+        as "n/a") and the notes as a bullet list."""
         def cell(v: Any) -> str:
             if isinstance(v, float):
                 if v != v:
@@ -65,4 +69,5 @@ def machine_description() -> str:
 
 
 def render(tables: list[Table]) -> str:
+    """The tables as one Markdown document, in order."""
     return "\n".join(t.markdown() for t in tables)

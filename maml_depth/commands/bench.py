@@ -11,6 +11,7 @@ HELP = "benchmark the MAML engines against peers (or the theory with --theory)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``maml-depth bench`` (see docs/benchmarks.md) to ``p``."""
     p.add_argument("--theory", action="store_true",
                    help="benchmark theory/ (symbolic derivation, closed form vs Monte Carlo)")
     p.add_argument("--configs", default=None,
@@ -35,6 +36,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``maml-depth bench``: the engine tables (or the theory tables with ``--theory``),
+    printed and optionally written to ``--out``; returns the exit status.
+
+    References: docs/benchmarks.md."""
     from maml_depth import _checks
     from maml_depth._io import atomic_write_text
     from maml_depth.benchmarks import engine

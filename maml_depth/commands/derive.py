@@ -21,6 +21,8 @@ HELP = "print the symbolic MAML update rule of a deep linear network and its α-
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``maml-depth derive`` (depth L, adapted layers, inner steps k, format)
+    to ``parser``."""
     parser.add_argument("--depth", type=int, required=True, help="number of layers L ≥ 1")
     parser.add_argument(
         "--adapt",
@@ -72,6 +74,12 @@ def _symbolic_modules() -> tuple[ModuleType, ModuleType]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``maml-depth derive``: print the exact update rule of the chosen depth, adapted
+    layers and steps, its first-order preconditioner ``Σ_j (B_jᵀB_j) ⊗ (A_jA_jᵀ)`` and the
+    scalar case, as text or LaTeX; returns the exit status.
+
+    References: docs/theory/update-rules.md#exact-update,
+    docs/theory/update-rules.md#first-order."""
     rules, scalar = _symbolic_modules()
     update_rule = rules.update_rule
     first_order_preconditioner_symbolic = rules.first_order_preconditioner_symbolic

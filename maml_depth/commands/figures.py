@@ -16,6 +16,8 @@ HELP = "regenerate the paper figures (theory curves + measured points), PNG and 
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``maml-depth figures`` (figures, budget, output and cache folders,
+    gallery README) to ``p``."""
     p.add_argument("--only", default=None, metavar="N,…",
                    help="comma-separated figure numbers, e.g. 1,3 (None: all six); with "
                         "--readme only their gallery entries are replaced")
@@ -40,6 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``maml-depth figures``: regenerate the selected paper figures (PNG and PDF) at the
+    chosen budget, from the cache where it holds the data; returns the exit status."""
     import time
     from pathlib import Path
 

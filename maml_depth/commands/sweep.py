@@ -28,6 +28,10 @@ def _positive(text: str) -> int:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``maml-depth sweep`` (the sweep file, executor, scheduler, workers, …)
+    to ``p``.
+
+    References: docs/sweeps.md."""
     p.add_argument("config", metavar="CONFIG.toml", help="sweep file (schema: docs/sweeps.md)")
     p.add_argument("--executor", choices=["local", "dask", "serial"], default=None,
                    help="local process pool (the default), Dask (a LocalCluster, or --scheduler), "
@@ -49,6 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``maml-depth sweep``: run the grid of a sweep file on the chosen executor, storing
+    one record per point (points already stored are skipped), then summarise; returns the
+    exit status.
+
+    References: docs/sweeps.md."""
     from maml_depth.common.executors import check_options
     from maml_depth.errors import ConfigError
     from maml_depth.sweep.config import load_config

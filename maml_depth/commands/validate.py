@@ -20,6 +20,8 @@ HELP = "validate the paper's claims (docs/theory/paper-claims.md) and write repo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the options of ``maml-depth validate`` (claims, suite, budget, seed, device, output,
+    plugins) to ``p``."""
     p.add_argument("--claims", default=None,
                    help="comma-separated claim ids (None: every claim of --suite and --budget)")
     p.add_argument("--suite", default="paper",
@@ -82,6 +84,10 @@ def load_plugin(spec: str) -> ModuleType:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``maml-depth validate``: run the selected claims, write ``report.md`` and
+    ``report.json`` into ``--out``; exit status 0 only when every claim passes.
+
+    References: docs/theory/paper-claims.md."""
     import time
 
     from tqdm.auto import tqdm

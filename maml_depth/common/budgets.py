@@ -112,6 +112,7 @@ class ExperimentBudget:
     dtype: str = "float32"
 
     def domain(self, name: str) -> DomainBudget:
+        """The budget of domain ``name``: ``"sine"`` or else the digits budget."""
         return self.sine if name == "sine" else self.digits
 
 

@@ -110,6 +110,7 @@ class Pool:
     threads: int = 1
 
     def submit(self, params: dict[str, Any], tag: str) -> Any:
+        """Submit one point (its ``params``; ``tag`` names it) and return its future."""
         raise NotImplementedError
 
     def next_done(self) -> Any:
@@ -132,6 +133,7 @@ class Pool:
         """Release the executor; ``cancel`` drops queued work and stops running work."""
 
     def describe(self) -> str:
+        """A one-line description of the executor, for the run's log and summary."""
         return self.name
 
 
@@ -152,12 +154,14 @@ class FuturesPool(Pool):
         self._origin: dict[cf.Future[Any], cf.Executor] = {}
 
     def submit(self, params: dict[str, Any], tag: str) -> cf.Future[Any]:
+        """Submit one point to the process pool and return its future."""
         fut = self.executor.submit(run_task, self.task, params, self.threads)
         self._pending.add(fut)
         self._origin[fut] = self.executor
         return fut
 
     def next_done(self) -> cf.Future[Any]:
+        """The next completed future, in completion order (blocks until one is done)."""
         while not self._ready:
             if not self._pending:
                 raise RuntimeError("next_done() with nothing submitted")
@@ -168,6 +172,8 @@ class FuturesPool(Pool):
         return self._ready.popleft()
 
     def outcome(self, fut: cf.Future[Any]) -> tuple[bool, Any]:
+        """``(True, result)`` of a completed point, or ``(False, exception)`` when the pool
+        failed (a broken or cancelled worker; errors of the point itself are in its result)."""
         try:
             out = fut.result()
         except (cf.CancelledError, cf.BrokenExecutor) as exc:
@@ -179,6 +185,8 @@ class FuturesPool(Pool):
         return True, out
 
     def recover(self, fut: Any, exc: BaseException) -> None:
+        """Rebuild the process pool when ``exc`` says that the pool ``fut`` ran on broke (a
+        worker died)."""
         if self.factory is None or not isinstance(exc, cf.BrokenExecutor):
             return
         if self._origin.pop(fut, None) is self.executor:  # the current pool broke: rebuild
@@ -187,6 +195,7 @@ class FuturesPool(Pool):
             self.executor = self.factory()
 
     def capacity(self) -> int:
+        """How many points may be in flight at once: twice the number of workers."""
         return 2 * self.workers
 
     def _kill(self) -> None:
@@ -198,6 +207,8 @@ class FuturesPool(Pool):
                 pass
 
     def close(self, *, cancel: bool = False) -> None:
+        """Shut the pool down (waiting for running points, or cancelling them with ``cancel``);
+        a pool passed in by the caller is left running."""
         if self.factory is None:  # a caller's executor: not ours to shut down
             if cancel:
                 for f in self._pending:
@@ -208,6 +219,7 @@ class FuturesPool(Pool):
         self.executor.shutdown(wait=not cancel, cancel_futures=cancel)
 
     def describe(self) -> str:
+        """``"<name> (<n> workers)"``."""
         return f"{self.name} ({self.workers} worker{'s' * (self.workers != 1)})"
 
 
@@ -222,18 +234,22 @@ class SerialPool(Pool):
         self._ready: deque[cf.Future[Any]] = deque()
 
     def submit(self, params: dict[str, Any], tag: str) -> cf.Future[Any]:
+        """Run the point now, in this process, and return its completed future."""
         fut: cf.Future[Any] = cf.Future()
         fut.set_result(run_task(self.task, params, self.threads))
         self._ready.append(fut)
         return fut
 
     def next_done(self) -> cf.Future[Any]:
+        """The next completed future (points complete in submission order)."""
         return self._ready.popleft()
 
     def outcome(self, fut: cf.Future[Any]) -> tuple[bool, Any]:
+        """``(True, result)``: a serial point's own errors are in its result."""
         return True, fut.result()
 
     def capacity(self) -> int:
+        """One point in flight at a time."""
         return 1
 
 
@@ -256,6 +272,7 @@ class DaskPool(Pool):
         self._futures: list[Any] = []
 
     def submit(self, params: dict[str, Any], tag: str) -> Any:
+        """Submit one point to the Dask cluster (``tag`` is its task key) and return its future."""
         fut = self.client.submit(run_task, self.task, params, self.threads, key=tag,
                                  pure=False)
         self._futures.append(fut)
@@ -263,17 +280,21 @@ class DaskPool(Pool):
         return fut
 
     def next_done(self) -> Any:
+        """The next completed Dask future, in completion order."""
         fut = next(self._ac)
         self._futures = [f for f in self._futures if f is not fut]
         return fut
 
     def outcome(self, fut: Any) -> tuple[bool, Any]:
+        """``(True, result)``, or ``(False, exception)`` when the cluster lost the point (a
+        killed worker, a cancelled future, a worker without the package)."""
         try:
             return True, fut.result()
         except Exception as exc:  # KilledWorker, CancelledError, a worker without the package
             return False, exc
 
     def capacity(self) -> int:
+        """How many points may be in flight: twice the cluster's threads (at least 2)."""
         try:
             n = sum(self.client.nthreads().values())
         except Exception:  # pragma: no cover - scheduler gone: keep going slowly
@@ -281,6 +302,8 @@ class DaskPool(Pool):
         return max(2, 2 * n)
 
     def close(self, *, cancel: bool = False) -> None:
+        """Cancel outstanding points with ``cancel``; close the client and cluster when this
+        pool created them."""
         if cancel and self._futures:
             try:
                 self.client.cancel(self._futures)
@@ -293,6 +316,7 @@ class DaskPool(Pool):
             self.cluster.close()
 
     def describe(self) -> str:
+        """``"dask (<where>, <n> workers)"``: a LocalCluster or the scheduler's address."""
         where = "LocalCluster" if self.cluster is not None else str(self.client.scheduler.address)
         try:
             n = len(self.client.scheduler_info().get("workers", {}))

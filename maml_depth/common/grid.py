@@ -37,13 +37,16 @@ class GridItem(Protocol):
     """A point of a grid: its store ``key``, its ``params`` and its position ``index``."""
 
     @property
-    def key(self) -> str: ...
+    def key(self) -> str:
+        """The point's store key (sha256 of its configuration and the package version)."""
 
     @property
-    def params(self) -> dict[str, Any]: ...
+    def params(self) -> dict[str, Any]:
+        """The point's parameters, as passed to the task."""
 
     @property
-    def index(self) -> int: ...
+    def index(self) -> int:
+        """The point's position in the grid."""
 
 
 @dataclass

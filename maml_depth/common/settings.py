@@ -58,10 +58,12 @@ class LinearSetting:
 
     @property
     def hidden(self) -> int:
+        """Hidden width of the deep network: ``2 d``."""
         return 2 * self.d
 
     @property
     def deep_dims(self) -> tuple[int, ...]:
+        """Widths ``(d, hidden, …, hidden, 1)`` of the deep network: ``depth`` layers."""
         return (self.d, *([self.hidden] * (self.depth - 1)), 1)
 
     def outer(self, budget: Budget) -> OuterConfig:
@@ -70,6 +72,11 @@ class LinearSetting:
                            schedule="cosine", log_every=10)
 
     def family(self, seed: int) -> LinearRegressionTasks:
+        """The task family of seed ``seed``: Σ and Λ with geometric eigenvalues in
+        ``sigma_range`` and ``lam_range`` (Λ of rank ``lam_rank`` if set), rotated, and W̄ in
+        the range of Λ, so that the optimum ``D = W − W̄ = 0`` is reachable.
+
+        References: docs/theory/notation.md#task-family."""
         g = torch.Generator().manual_seed(10_000 + seed)
         lam = np.geomspace(*self.lam_range, self.d)
         if self.lam_rank is not None:
@@ -203,6 +210,8 @@ def train_nets(setting: LinearSetting, budget: Budget, family_seed: int, seed: i
 
 
 def describe(setting: LinearSetting) -> dict[str, Any]:
+    """The setting as a plain dict for reports: its fields, the deep network's widths, and the
+    adapted layer (top), steps (1) and outputs (m = 1)."""
     from dataclasses import asdict
 
     return asdict(setting) | {"deep_dims": list(setting.deep_dims), "adapt": "top (S = {L})",

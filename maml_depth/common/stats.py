@@ -38,6 +38,7 @@ class Interval:
     method: str
 
     def as_list(self) -> list[float]:
+        """``[low, high]``."""
         return [self.low, self.high]
 
     def __str__(self) -> str:

@@ -69,10 +69,12 @@ def canonical_json(obj: Any) -> str:
 
 
 def sha256_hex(text: str) -> str:
+    """Hex sha256 of ``text`` encoded as UTF-8."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def package_version() -> str:
+    """The installed package's version (part of every point's key)."""
     from maml_depth import __version__
 
     return __version__
@@ -113,6 +115,7 @@ def finite_or_none(obj: Any) -> Any:
 
 
 def record_checksum(record: Mapping[str, Any]) -> str:
+    """sha256 of a record's canonical JSON without its ``checksum`` field."""
     return sha256_hex(canonical_json({k: v for k, v in record.items() if k != "checksum"}))
 
 
@@ -168,6 +171,8 @@ class Store:
         self.dir = self.out / "store"
 
     def path(self, key: str) -> Path:
+        """The file of the record with ``key`` (64 hex digits; anything else raises
+        :class:`InvalidArgumentError`)."""
         if not _KEY_RE.match(key):
             raise InvalidArgumentError(f"key: not a record key (64 hex digits), got {key!r}")
         return self.dir / f"{key}.json"

@@ -322,6 +322,8 @@ class Point:
     index: int
 
     def label(self, keys: list[str] | tuple[str, ...] | None = None) -> str:
+        """``"k=v, …"`` of the point's parameters ``keys`` (default: all, sorted), for tables
+        and legends."""
         ks = keys if keys is not None else sorted(self.params)
         return ", ".join(f"{k}={self.params[k]}" for k in ks)
 

@@ -41,6 +41,7 @@ class SweepReport(GridReport):
 
 
 def default_out(cfg: SweepConfig) -> Path:
+    """The default output folder of a sweep: ``results/sweeps/<name>``."""
     return Path("results") / "sweeps" / cfg.name
 
 

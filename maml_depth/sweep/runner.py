@@ -70,6 +70,8 @@ def build_family(point: Mapping[str, Any]) -> Any:
 
 
 def build_model(point: Mapping[str, Any]) -> Any:
+    """The point's :class:`DeepLinear` network: its widths, initialisation scheme and scale and
+    dtype, drawn from the point's seed (sub-seed ``"init"``)."""
     import torch
 
     from maml_depth.numerics import DeepLinear, resolve_dtype

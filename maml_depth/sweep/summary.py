@@ -32,6 +32,8 @@ MEAN_ONLY = ("theory_loss", "theory_loss_at_weights")
 
 
 def group_keys(cfg: SweepConfig, points: list[Point]) -> list[str]:
+    """The parameters the summary groups seeds by: the sweep's ``group_by``, or else every
+    varying parameter except ``seed``."""
     if cfg.group_by is not None:
         return list(cfg.group_by)
     return [k for k in varying_params(points) if k != "seed"]

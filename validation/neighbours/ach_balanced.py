@@ -126,6 +126,11 @@ def _figure(ctx: RunContext, seed: int) -> list[str]:
                  "nets, stated there for gradient flow); the discrete-step O(η²) form is the "
                  "package's own derivation: docs/theory/neighbours-ach.md")
 def run(ctx: RunContext) -> ClaimResult:
+    """Claim ``ach-balanced-dynamics``: the log-log slope of the error of the end-to-end rule
+    (6.2) against real one-step updates of balanced nets (2 passes, 1 fails), the Kronecker
+    form (6.3) and the exact two-layer step (6.4).
+
+    References: docs/theory/neighbours-ach.md#derivation."""
     verdict, rows = evaluate(ctx.seed)
     figures = _figure(ctx, ctx.seed)
     slopes = [s for r in rows for s in r["slopes"]]

@@ -185,6 +185,11 @@ def _clean(r: dict[str, Any]) -> dict[str, Any]:
                  "setting; the prediction is the package's own derivation of the stated "
                  "setting (docs/theory/neighbours-bernacchia.md)")
 def run(ctx: RunContext) -> ClaimResult:
+    """Claim ``bernacchia-negative-rate``: Monte Carlo of the exact empirical MAML estimator
+    over meta-training rates α_t; the paired test-loss difference between the best negative
+    and the best non-negative α_t, and (7.4), (7.5) against the Monte Carlo.
+
+    References: docs/theory/neighbours-bernacchia.md#checks."""
     trials = max(200, ctx.budget.mc_tasks // 20)
     r = evaluate(trials, ctx.seed)
     i_argmin = 2

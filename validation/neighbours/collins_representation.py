@@ -125,6 +125,12 @@ def engine_run(seed: int, adapt: str, meta_steps: int, rank_deficient: bool = Fa
 
 def evaluate(seeds: int, meta_steps: int, population_steps: int, seed: int = 0,
              rank_deficient: bool = False) -> dict[str, Any]:
+    """Population first-order ANIL (late contraction rate of ``dist(B, B*)`` against
+    ``1 − βα λ_min(Λ)``) and ANIL/MAML meta-trained with the engine for ``seeds`` seeds; with
+    ``rank_deficient`` Λ has a zero eigenvalue (the wrong variant). Returns the verdicts and
+    measurements.
+
+    References: docs/theory/neighbours-collins.md#eq-10.4."""
     pop = population_run(seed, population_steps, rank_deficient)
     runs = [engine_run(seed + s, adapt, meta_steps, rank_deficient)
             for s in range(seeds) for adapt in ("top", "all")]
@@ -168,6 +174,10 @@ def _summary_runs(r: dict[str, Any]) -> str:
                  "representations', ICML 2022; the rate is the package's own derivation of "
                  "the stated setting (docs/theory/neighbours-collins.md)")
 def run(ctx: RunContext) -> ClaimResult:
+    """Claim ``collins-representation``: :func:`evaluate` at the budget, and the rank-deficient
+    variant that must fail.
+
+    References: docs/theory/neighbours-collins.md#checks."""
     b = ctx.budget
     pop_steps = 300
     r = evaluate(b.seeds, b.meta_steps, pop_steps, ctx.seed)

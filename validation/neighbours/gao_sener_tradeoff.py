@@ -68,6 +68,12 @@ def _optimum_verdict(iv_own: stats.Interval, own: float, other: float) -> str:
 
 def evaluate(seed: int, coupled: bool = True, trials: int = TRIALS,
              Ms: tuple[int, ...] = MS) -> dict[str, Any]:
+    """For each number of tasks M in ``Ms``: ``trials`` pairs of estimates (MAML, pooled least
+    squares), the fraction where MAML's has the lower post-adaptation loss (8.3) with its
+    Clopper–Pearson 95% interval; at the largest M the estimators' means against the optima
+    (8.4).
+
+    References: docs/theory/neighbours-gao-sener.md#eq-8.4."""
     s = GaoSenerSetting(coupled=coupled)
     w_star_m, w_star_p = s.maml_optimum(), s.pooled_optimum()
     rows: list[dict[str, Any]] = []
@@ -129,6 +135,10 @@ def _clean(r: dict[str, Any]) -> dict[str, Any]:
                  "NeurIPS 2020; optima and exact post-adaptation loss: the package's own "
                  "derivation of the stated setting (docs/theory/neighbours-gao-sener.md)")
 def run(ctx: RunContext) -> ClaimResult:
+    """Claim ``gao-sener-tradeoff``: :func:`evaluate` for the coupled setting and the
+    independent-coefficient variant that must fail.
+
+    References: docs/theory/neighbours-gao-sener.md#checks."""
     r = evaluate(ctx.seed)
     wrong = evaluate(ctx.seed, coupled=False)
     iv = r["interval_largest_M"]

@@ -115,6 +115,11 @@ def net_ratio(d: int, n: int, seed: int, meta_steps: int, eval_tasks: int,
 
 def evaluate(d: int, n: int, seeds: int, meta_steps: int, eval_tasks: int, mc_tasks: int,
              seed: int = 0, frozen: bool = False) -> dict[str, Any]:
+    """The convex learner's error factor ``1 − n/d`` (9.1) checked by gradient descent, and the
+    ratio of meta-trained two-layer nets' error to the best convex learner's for ``seeds``
+    seeds (``frozen``: bottom layer fixed at I, the wrong variant).
+
+    References: docs/theory/neighbours-saunshi.md#eq-9.1."""
     conv = convex_check(d, n, mc_tasks, seed)
     nets = [net_ratio(d, n, seed + k, meta_steps, eval_tasks, frozen) for k in range(seeds)]
     v_nets = stats.combine([r["verdict"] for r in nets])
@@ -170,6 +175,10 @@ def _clean(r: dict[str, Any]) -> dict[str, Any]:
                  "package's own derivation of the stated setting "
                  "(docs/theory/neighbours-saunshi.md)")
 def run(ctx: RunContext) -> ClaimResult:
+    """Claim ``saunshi-separation``: :func:`evaluate` at the budget and the frozen-bottom-layer
+    variant that must fail.
+
+    References: docs/theory/neighbours-saunshi.md#checks."""
     b = ctx.budget
     r = evaluate(D, N, b.seeds, b.meta_steps, b.eval_tasks, b.mc_tasks // 10, ctx.seed)
     wrong = net_ratio(D, N, ctx.seed, b.meta_steps, b.eval_tasks, frozen=True)
