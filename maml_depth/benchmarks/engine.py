@@ -86,7 +86,7 @@ CONFIGS: dict[str, EngineConfig] = {
 }
 PEERS: tuple[str, ...] = ("loop", "vmap", "factorized", "higher", "torchopt")
 
-#: Targets of the factorized engine (issue 10): minimum speed-ups over the loop and vmap,
+#: Targets of the factorized engine: minimum speed-ups over the loop and vmap,
 #: and the maximum peak memory as a fraction of vmap's.
 TARGETS: dict[str, dict[str, float]] = {
     "small": {"loop": 10.0, "vmap": 2.0},
@@ -561,7 +561,7 @@ def _target_note(name: str, res: dict[str, dict[str, Any]],
             if not math.isnan(frac):  # no reading (e.g. no heap reading off glibc)
                 parts.append(f"{what} ≤ {tg['mem']:g} × vmap's: {frac:.3f} × "
                              f"({'met' if frac <= tg['mem'] else 'MISSED'})")
-    return "targets of the factorized engine (issue 10): " + "; ".join(parts)
+    return "targets of the factorized engine: " + "; ".join(parts)
 
 
 def _speedup(speed: dict[str, dict[str, Any]], res: dict[str, dict[str, Any]], ref: str,
