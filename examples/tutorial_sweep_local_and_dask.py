@@ -141,5 +141,8 @@ if __name__ == "__main__":
                      "steps_done": int(loc["steps_done"])})
     atomic_write_json(OUT / "theory_vs_measurement.json",
                       {"tutorial": "sweep_local_and_dask", "budget": BUDGET, "rows": rows,
+                       "meta_steps": config["fixed"]["meta_steps"],
+                       "ran": {"local": local.computed, "resume": again.computed,
+                               "dask": on_dask.computed},
                        "seconds": time.perf_counter() - t_start})
     print(f"wrote {OUT / 'theory_vs_measurement.json'} ({time.perf_counter() - t_start:.1f} s)")

@@ -58,7 +58,6 @@ if BUDGET not in ("tiny", "default"):
     raise ConfigError(f"MAML_DEPTH_TUTORIAL_BUDGET must be 'tiny' or 'default', got {BUDGET!r}")
 OUT = Path(os.environ.get("MAML_DEPTH_TUTORIAL_OUT", "results/tutorials/theory_of_a_task_family"))
 MC_TASKS = 20_000 if BUDGET == "tiny" else 200_000  # Monte Carlo tasks per estimate
-torch.set_default_dtype(torch.float64)
 rows: list[dict] = []  # theory beside measurement, written to OUT at the end
 t_start = time.perf_counter()
 

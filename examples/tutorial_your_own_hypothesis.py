@@ -15,7 +15,8 @@
 # # Test your own hypothesis
 #
 # A hypothesis about MAML on deep linear networks can be settled twice: by the exact
-# expectations of `maml_depth.theory`, and by measurement. This tutorial asks two questions,
+# expectations of `maml_depth.theory` ([exact expectations](../docs/theory/exact-expectation.md)),
+# and by measurement. This tutorial asks two questions,
 #
 # 1. *ANIL or all layers?* Does adapting every layer of a two-layer network beat adapting
 #    only the top one (ANIL, `adapt="top"`) at the same weights and step size?
@@ -58,7 +59,6 @@ if BUDGET not in ("tiny", "default"):
 OUT = Path(os.environ.get("MAML_DEPTH_TUTORIAL_OUT", "results/tutorials/your_own_hypothesis"))
 MC_TASKS = 20_000 if BUDGET == "tiny" else 100_000
 SIGMA, N = 0.3, 8  # label noise, support samples
-torch.set_default_dtype(torch.float64)
 rows: list[dict] = []
 t_start = time.perf_counter()
 
@@ -239,7 +239,7 @@ for alpha in (0.1, 0.8):
           f"theory {r.theory:+.4f}  ({r.summary}; {r.seconds:.1f} s)")
     rows.append({"what": f"{cid} (weighted mean gain)", "theory": r.theory,
                  "measured": r.measured, "se": (hi - lo) / (2 * 1.959963984540054),
-                 "n": r.n})
+                 "n": r.n * budget.mc_tasks})  # tasks per arm, over all cases
 
 # %% [markdown]
 # To run your claim like the paper's, put `make_claim` and its helpers in a file, say
