@@ -123,7 +123,7 @@ def test_tutorial_runs_full_size(name, tmp_path, monkeypatch):
 def test_bad_budget_names_the_variable(tmp_path, monkeypatch):
     from maml_depth.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="MAML_DEPTH_TUTORIAL_BUDGET.*'huge'"):
+    with pytest.raises(ConfigError, match=r"MAML_DEPTH_TUTORIAL_BUDGET.*'huge'"):
         run_tutorial("tutorial_theory_of_a_task_family.py", "huge", tmp_path, monkeypatch)
 
 
