@@ -27,8 +27,8 @@
 # (`scheduler="tcp://…"`). The command-line equivalent is
 # `maml-depth sweep examples/sweep_depth.toml [--executor dask] [--scheduler tcp://…]`.
 #
-# Run it: `python examples/tutorial_sweep_local_and_dask.py` (a few minutes on 2 cores);
-# `MAML_DEPTH_TUTORIAL_BUDGET=tiny` trains for only a few steps (seconds; the numbers then
+# Run it: `python examples/tutorial_sweep_local_and_dask.py` (about 30 s on 2 cores);
+# `MAML_DEPTH_TUTORIAL_BUDGET=tiny` trains for only 10 steps (about 15 s; the numbers then
 # show an untrained network, far from the theory).
 # Open it as a notebook: `jupytext --to notebook examples/tutorial_sweep_local_and_dask.py`.
 #

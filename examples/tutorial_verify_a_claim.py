@@ -123,5 +123,6 @@ print(f"exit code {code}; {entry['id']}: {entry['verdict']}, measured {entry['me
 atomic_write_json(OUT / "theory_vs_measurement.json",
                   {"tutorial": "verify_a_claim", "budget": BUDGET, "verdict": result.verdict,
                    "cli_exit_code": code, "cli_verdict": entry["verdict"], "rows": rows,
+                   "z_bound": result.details["z_crit"],
                    "seconds": time.perf_counter() - t_start})
 print(f"wrote {OUT / 'theory_vs_measurement.json'} ({time.perf_counter() - t_start:.1f} s)")

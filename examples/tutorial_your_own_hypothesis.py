@@ -26,7 +26,7 @@
 # **claim** — registered with `maml_depth.validation.claim`, judged with
 # `maml_depth.validation.stats`, run like the paper's claims (`maml-depth validate`).
 #
-# Run it: `python examples/tutorial_your_own_hypothesis.py` (about a minute on one core);
+# Run it: `python examples/tutorial_your_own_hypothesis.py` (under a minute on one core);
 # `MAML_DEPTH_TUTORIAL_BUDGET=tiny` runs it with fewer cases and tasks (seconds).
 # Open it as a notebook: `jupytext --to notebook examples/tutorial_your_own_hypothesis.py`.
 

@@ -5,7 +5,8 @@ Each tutorial is executed in this process (``runpy``, as ``__main__``) with
 ``MAML_DEPTH_TUTORIAL_BUDGET=tiny`` and ``MAML_DEPTH_TUTORIAL_OUT`` in a temporary folder;
 it writes its rows ``{theory, measured, se}`` to ``theory_vs_measurement.json``. A row
 agrees when ``|measured − theory| ≤ z·se`` with ``z`` the two-sided Bonferroni bound for the
-tutorial's number of rows at family-wise 95% (each row a Monte Carlo mean over ``n`` ≥
+tutorial's number of rows at family-wise 95% (99.9% for the claim of tutorial 1, its own
+level; each row a Monte Carlo mean over ``n`` ≥
 10 000 tasks, so the normal approximation holds). The seeds are fixed, so a run is
 deterministic; the check fails when theory and measurement part (e.g. a wrong closed form).
 The full-size runs are slow-marked.
@@ -55,10 +56,10 @@ def run_tutorial(name: str, budget: str, out: Path, monkeypatch: pytest.MonkeyPa
     return json.loads((out / "theory_vs_measurement.json").read_text())
 
 
-def assert_theory_agrees(data: dict) -> None:
+def assert_theory_agrees(data: dict, level: float = 0.95) -> None:
     rows = [r for r in data["rows"] if r.get("theory") is not None]
     assert len(rows) >= 3, data
-    z = float(norm.ppf(1 - 0.05 / (2 * len(rows))))
+    z = float(norm.ppf(1 - (1 - level) / (2 * len(rows))))
     for r in rows:
         assert r["se"] > 0 and r["n"] >= 10_000, r
         assert abs(r["measured"] - r["theory"]) <= z * r["se"], (
@@ -69,7 +70,11 @@ def assert_theory_agrees(data: dict) -> None:
 def check(name: str, data: dict) -> None:
     """What each tutorial must show, beyond running."""
     if name == "tutorial_verify_a_claim.py":
-        assert_theory_agrees(data)
+        # the claim's own criterion: Bonferroni at family-wise 99.9% (its cases include
+        # n = 3 support samples, whose losses are heavy-tailed); the same bound it reports
+        assert_theory_agrees(data, level=0.999)
+        n_rows = len(data["rows"])
+        assert data["z_bound"] == pytest.approx(float(norm.ppf(1 - 0.001 / (2 * n_rows))))
         assert data["verdict"] == "pass" and data["cli_verdict"] == "pass"
         assert data["cli_exit_code"] == 0
     elif name == "tutorial_your_own_hypothesis.py":
@@ -107,7 +112,7 @@ def test_tutorial_runs_tiny(name, tmp_path, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_sweep_tutorial_runs_tiny(tmp_path, monkeypatch):
-    """Process pool and Dask LocalCluster start-up: about 15 s on 2 cores."""
+    """Process pool and Dask LocalCluster start-up: 15-20 s on 2 shared cores."""
     name = "tutorial_sweep_local_and_dask.py"
     check(name, run_tutorial(name, "tiny", tmp_path, monkeypatch))
 
