@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
 from maml_depth.commands._common import DEVICE_HELP, check_device, check_out_file
 
@@ -57,12 +56,9 @@ def run(args: argparse.Namespace) -> int:
     check_out_file("--out", args.out)
     tables: list[Table] = []
     if args.theory:
-        for mod in ("update_rule", "expected_loss"):
-            try:
-                m = importlib.import_module(f"maml_depth.benchmarks.{mod}")
-            except ModuleNotFoundError:
-                print(f"(theory benchmark {mod!r} not available yet)")
-                continue
+        from maml_depth.benchmarks import expected_loss, update_rule
+
+        for m in (update_rule, expected_loss):
             tables += m.run()
     else:
         configs = args.configs.split(",") if args.configs else None

@@ -2,6 +2,12 @@
 
 Exit 0 only when every selected claim passes; 1 when any fails, is inconclusive or not
 available; 2 for bad usage.
+
+The claims that run a grid (the full-budget ones, e.g. ``meta-optimizers-nonlinear``) run it
+where ``--executor`` / ``--scheduler`` say (the local process pool by default, Dask on a
+``LocalCluster`` or on a running scheduler) and keep every finished point in a resumable store
+(``--store DIR``; default ``OUT/stores/<claim id>``): a killed run, started again with the same
+``--out`` or ``--store``, skips the points already stored. Claims that run no grid ignore them.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -34,8 +41,38 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a module (importable, or in the current folder) or a file path like "
                         "./my_claims.py, imported first so that it may register claims; "
                         "repeatable")
+    p.add_argument("--executor", default=None,
+                   help="local|dask|serial: where the grid of a full-budget claim runs (None: "
+                        "the local process pool, or dask when --scheduler is given)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786 (implies "
+                        "--executor dask; its workers need maml-depth installed)")
+    p.add_argument("--store", metavar="DIR", default=None,
+                   help="folder of the grid claims' resumable store, one sub-folder per claim "
+                        "(None: OUT/stores); a re-run with the same store skips stored points")
     p.add_argument("--list", action="store_true", help="list the registered claims and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+#: a Dask scheduler address: ``protocol://host[:port]``
+_SCHEDULER = re.compile(r"(tcp|tls|ucx|ws|wss|inproc)://[^\s/]+")
+
+
+def check_grid_options(executor: str | None, scheduler: str | None, store: str | None
+                       ) -> str | None:
+    """Check ``--executor``, ``--scheduler`` and ``--store`` up front (one
+    :class:`ConfigError` naming the option) and return the executor the grid claims get:
+    ``executor``, or ``"dask"`` when only ``scheduler`` is given, or None (their default)."""
+    from maml_depth.common.executors import check_options
+
+    if scheduler is not None and not _SCHEDULER.fullmatch(scheduler):
+        raise ConfigError(f"--scheduler must be a Dask scheduler address like "
+                          f"tcp://host:8786, got {scheduler!r}")
+    resolved = executor if executor is not None else ("dask" if scheduler else None)
+    if resolved is not None:
+        check_options(resolved, scheduler=scheduler)
+    check_out_dir("--store", store)
+    return resolved
 
 
 def load_plugin(spec: str) -> ModuleType:
@@ -126,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--claims: unknown claim id(s) {unknown}; known: {list(CLAIMS)}")
     device = str(resolve_device(check_device("--device", args.device)))
     check_out_dir("--out", args.out)
+    executor = check_grid_options(args.executor, args.scheduler, args.store)
     budget = BUDGETS[args.budget]
     t0 = time.perf_counter()
     results = []
@@ -133,12 +171,17 @@ def run(args: argparse.Namespace) -> int:
     for cid in bar:
         bar.set_postfix(claim=cid)
         ctx = RunContext(cid, budget, seed=args.seed, device=device,
-                         out_dir=Path(args.out) / "figures", progress=not args.no_progress)
+                         out_dir=Path(args.out) / "figures", progress=not args.no_progress,
+                         executor=executor, scheduler=args.scheduler,
+                         store=Path(args.store) / cid if args.store else None)
         r = run_claim(CLAIMS[cid], ctx)
         results.append(r)
         tqdm.write(f"{r.verdict:>13s}  {cid}: {r.summary}")
     meta = {"suite": args.suite, "budget": budget.name, "seed": args.seed, "device": device,
             "claims": ids, "seconds": time.perf_counter() - t0}
+    # where the grid claims ran, recorded only when asked for (a default run's report is as before)
+    meta.update({k: v for k, v in (("executor", executor), ("scheduler", args.scheduler),
+                                   ("store", args.store)) if v is not None})
     j, m = write_report(args.out, results, meta)
     print(f"wrote {m} and {j}")
     return 0 if all(r.verdict == "pass" for r in results) else 1
