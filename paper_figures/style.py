@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 
 from maml_depth._io import atomic_write_bytes
-from maml_depth.common.plots import COLORS, PALETTE
+from maml_depth.common.plots import COLORS, PALETTE, plain_log_axis
 
 __all__ = [
     "COLORS",
@@ -161,18 +161,6 @@ def errorbars(ax: Axes, x: Any, mean: Any, low: Any, high: Any, *, color: str,
     yerr = np.vstack([np.maximum(mean - low, 0), np.maximum(high - mean, 0)])
     ax.errorbar(xs, mean, yerr=yerr, fmt=marker, color=color, label=label, capsize=3,
                 ms=5, lw=1.2, mfc=color if filled else "white", zorder=3)
-
-
-def plain_log_axis(ax: Axes, axis: str = "y") -> None:
-    """Log scale with plain-number tick labels (0.5, 1, 2 … rather than 5×10⁻¹)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
-    target = ax.yaxis if axis == "y" else ax.xaxis
-    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    target.set_major_formatter(fmt)
-    target.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
 
 
 def panel_label(ax: Axes, letter: str) -> None:
