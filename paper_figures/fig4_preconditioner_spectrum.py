@@ -45,7 +45,7 @@ VERSION = 2
 FIGSIZE = (10.0, 4.0)
 #: an eigenvalue that changed monotonically by more than this fraction of its final value over
 #: the last fifth of the checkpoints is still moving (its run has not converged)
-MOVING_RTOL = 0.03
+MOVING_RTOL = 0.02
 
 
 def theory(Sigma: np.ndarray, Lam: np.ndarray, sigma: float, n: int) -> dict[str, np.ndarray]:
@@ -62,7 +62,7 @@ def still_moving(steps: np.ndarray, eig: np.ndarray, rtol: float = MOVING_RTOL
                  ) -> np.ndarray:
     """Seeds × eigenvalues: True where eigenvalue ``k`` of a seed's ``eig`` (seeds ×
     checkpoints × d) is still moving at the end of training — over the checkpoints of the
-    last fifth of the steps (at least 3) every change has the same sign and the total change
+    last fifth of the steps (at least 3) no change has the opposite sign and the total change
     exceeds ``rtol·|final value|`` (a drift, not sampling noise, which changes sign)."""
     steps = np.asarray(steps, dtype=float)
     E = np.asarray(eig, dtype=float)
@@ -76,7 +76,7 @@ def still_moving(steps: np.ndarray, eig: np.ndarray, rtol: float = MOVING_RTOL
         tail[-3:] = True
         seg = ev[tail]
         diff = np.diff(seg, axis=0)
-        monotone = np.all(diff > 0, axis=0) | np.all(diff < 0, axis=0)
+        monotone = np.all(diff >= 0, axis=0) | np.all(diff <= 0, axis=0)
         big = np.abs(seg[-1] - seg[0]) > rtol * np.abs(seg[-1])
         out[i] = monotone & big
     return out
@@ -152,7 +152,7 @@ def render(data: FigureData) -> Any:
     style.label_panel(bx, "b", title="Distance to the optimal preconditioner",
                       xlabel=style.STEP_LABEL, ylabel="relative Frobenius distance to P*",
                       legend="lower left", fontsize=7.5)
-    return fig
+    return style.finish(fig)
 
 
 def unconverged(data: FigureData) -> np.ndarray:

@@ -33,7 +33,8 @@ COLORS: dict[str, str] = {
 #: less than a decade gets finer steps instead of only "1" and "2")
 LOG_TICK_MANTISSAS: tuple[tuple[float, ...], ...] = (
     (1.0,), (1.0, 2.0, 5.0), (1.0, 1.5, 2.0, 3.0, 5.0, 7.0),
-    (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0))
+    (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0),
+    tuple(round(1.0 + 0.1 * i, 1) for i in range(90)))
 MIN_LOG_TICKS = 4
 MAX_LOG_TICKS = 12
 
@@ -156,3 +157,145 @@ def trajectory_figure(out_dir: Path | None, name: str,
         legend_outside(ax)
 
     return save_figure(out_dir, name, draw, size)
+
+
+# -- keeping legends and notes off the data --------------------------------------------------
+#: inside locations tried by :func:`place_legend`, in order, after the preferred one
+LEGEND_LOCATIONS: tuple[str, ...] = ("upper right", "upper left", "lower right", "lower left",
+                                     "center right", "center left", "upper center",
+                                     "lower center", "center")
+
+
+def _polyline_points(xy: Any, step: float, connected: bool) -> Any:
+    import numpy as np
+
+    pts = np.asarray(xy, dtype=float).reshape(-1, 2)
+    if not connected or len(pts) < 2:
+        return pts[np.all(np.isfinite(pts), axis=1)]
+    a, b = pts[:-1], pts[1:]
+    ok = np.all(np.isfinite(a), axis=1) & np.all(np.isfinite(b), axis=1)
+    a, b = a[ok], b[ok]
+    out = [pts[np.all(np.isfinite(pts), axis=1)]]
+    if len(a):
+        k = np.maximum(1, np.ceil(np.linalg.norm(b - a, axis=1) / step)).astype(int)
+        kmax = int(min(k.max(), 300))
+        t = np.linspace(0.0, 1.0, kmax + 1)[None, :, None]
+        out.append((a[:, None, :] + t * (b - a)[:, None, :]).reshape(-1, 2))
+    return np.vstack(out)
+
+
+def display_points(ax: Any, step: float = 2.0) -> Any:
+    """Every drawn data point of ``ax`` in display coordinates (an ``(N, 2)`` array): the
+    vertices of its lines, collections (bands, error bars, contours, scatter offsets) and
+    patches (bars), with points every ``step`` pixels along connected segments, restricted
+    to the axes' box. Call after a draw (``fig.draw_without_rendering()``)."""
+    import numpy as np
+    from matplotlib.collections import Collection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    spines = list(ax.spines.values())
+    chunks = [np.empty((0, 2))]
+    for art in ax.get_children():
+        if not art.get_visible():
+            continue
+        if isinstance(art, Line2D):
+            xy = art.get_transform().transform(np.asarray(art.get_xydata(), dtype=float))
+            chunks.append(_polyline_points(
+                xy, step, art.get_linestyle() not in ("None", "", " ", "none")))
+        elif isinstance(art, Collection):
+            tr = art.get_transform()
+            for path in art.get_paths():
+                if len(path.vertices):
+                    chunks.append(_polyline_points(tr.transform(path.vertices), step, True))
+            offsets = np.asarray(np.ma.filled(art.get_offsets(), np.nan), dtype=float)
+            if offsets.size:
+                chunks.append(art.get_offset_transform().transform(offsets.reshape(-1, 2)))
+        elif isinstance(art, Patch) and art is not ax.patch and all(art is not s for s in spines):
+            chunks.append(_polyline_points(art.get_transform().transform(
+                art.get_path().vertices), step, True))
+    pts = np.vstack(chunks)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    box = ax.get_window_extent()
+    keep = ((pts[:, 0] >= box.x0) & (pts[:, 0] <= box.x1)
+            & (pts[:, 1] >= box.y0) & (pts[:, 1] <= box.y1))
+    return pts[keep]
+
+
+def _hits(pts: Any, bb: Any, pad: float = 0.0) -> bool:
+    return bool(((pts[:, 0] > bb.x0 - pad) & (pts[:, 0] < bb.x1 + pad)
+                 & (pts[:, 1] > bb.y0 - pad) & (pts[:, 1] < bb.y1 + pad)).any())
+
+
+def _text_boxes(ax: Any, renderer: Any, skip: Any = None) -> list[Any]:
+    return [t.get_window_extent(renderer) for t in ax.texts
+            if t is not skip and t.get_visible() and t.get_text().strip()]
+
+
+def place_legend(ax: Any, prefer: str | None = None, **kw: Any) -> Any:
+    """The legend of ``ax`` at the first location (``prefer`` first, then
+    :data:`LEGEND_LOCATIONS`) where its box covers no data point (:func:`display_points`)
+    and no text of the axes; outside the axes on the right (:func:`legend_outside`) when no
+    inside location is free. Call when everything else is drawn and the limits are final."""
+    fig = ax.figure
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") \
+        else fig._get_renderer()
+    pts = display_points(ax)
+    texts = _text_boxes(ax, renderer)
+    order = ([prefer] if prefer else []) + [loc for loc in LEGEND_LOCATIONS if loc != prefer]
+    for loc in order:
+        leg = ax.legend(loc=loc, **kw)
+        bb = leg.get_window_extent(renderer)
+        if not _hits(pts, bb, 2.0) and not any(bb.overlaps(t) for t in texts):
+            return leg
+    # no free place: make head-room above the data (a quarter of the view at a time) and
+    # put the legend there
+    tops = [loc for loc in order if loc.startswith("upper")]
+    for _ in range(4):
+        lo, hi = ax.get_ylim()
+        if ax.get_yscale() == "log":
+            ax.set_ylim(lo, hi * (hi / lo) ** 0.25)
+        else:
+            ax.set_ylim(lo, hi + 0.25 * (hi - lo))
+        fig.draw_without_rendering()
+        pts = display_points(ax)
+        texts = _text_boxes(ax, renderer)
+        for loc in tops:
+            leg = ax.legend(loc=loc, **kw)
+            bb = leg.get_window_extent(renderer)
+            if not _hits(pts, bb, 2.0) and not any(bb.overlaps(t) for t in texts):
+                return leg
+    return legend_outside(ax, **kw)
+
+
+def place_note(ax: Any, text: Any, *, candidates: int = 19) -> bool:
+    """Move the text ``text`` (in axes coordinates) to the first height, right- then
+    left-aligned, where it covers no data point and no legend; returns False (and leaves it
+    where it was) when no such place exists."""
+    import numpy as np
+
+    fig = ax.figure
+    fig.draw_without_rendering()
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") \
+        else fig._get_renderer()
+    pts = display_points(ax)
+    leg = ax.get_legend()
+    blocks = [leg.get_window_extent(renderer)] if leg is not None else []
+    blocks += _text_boxes(ax, renderer, skip=text)
+    x0, y0 = text.get_position()
+    ha0, va0 = text.get_ha(), text.get_va()
+    start = float(y0)
+    ys = sorted(np.linspace(0.04, 0.96, candidates), key=lambda y: abs(y - start))
+    for y in ys:
+        for x, ha in ((0.98, "right"), (0.02, "left")):
+            text.set_position((x, y))
+            text.set_ha(ha)
+            text.set_va("center")
+            bb = text.get_window_extent(renderer)
+            if not _hits(pts, bb, 2.0) and not any(bb.overlaps(b) for b in blocks):
+                return True
+    text.set_position((x0, y0))
+    text.set_ha(ha0)
+    text.set_va(va0)
+    return False
