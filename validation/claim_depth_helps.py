@@ -51,9 +51,10 @@ def draw_losses(ax: Any, losses: dict[str, Any], theory: dict[str, float], n_tas
                     fmt="o", color=NET_COLORS.get(name, COLORS["deep"]), capsize=4, ms=6,
                     label=f"measured (mean, 95% CI, n = {v.size} tasks)" if i == 0 else None,
                     zorder=3)
-    ax.plot(range(len(names)), [theory[nm] for nm in names], ls="none", marker="_", ms=40,
-            mew=2.5, color=COLORS["theory"], zorder=2, gid="theory",
-            label="theory: E ℒ(αI) (shallow), E ℒ(P*) (deep)")
+    for i, name in enumerate(names):  # one short horizontal segment per network
+        ax.plot([i - 0.3, i + 0.3], [theory[name], theory[name]], lw=2.5,
+                color=COLORS["theory"], zorder=2, gid="theory",
+                label="theory: E ℒ(αI) (shallow), E ℒ(P*) (deep)" if i == 0 else None)
     ax.set_xticks(range(len(names)), names)
     ax.set_xlim(-0.6, len(names) - 0.4)
     ax.set_ylabel(f"post-adaptation loss ({n_tasks} fresh tasks)")

@@ -206,7 +206,7 @@ def display_points(ax: Any, step: float = 2.0) -> Any:
         elif isinstance(art, Collection):
             tr = art.get_transform()
             for path in art.get_paths():
-                if len(path.vertices):
+                if np.asarray(path.vertices).size:
                     chunks.append(_polyline_points(tr.transform(path.vertices), step, True))
             offsets = np.asarray(np.ma.filled(art.get_offsets(), np.nan), dtype=float)
             if offsets.size:
