@@ -196,7 +196,7 @@ def _convergence_note(data: FigureData) -> str:
             parts.append(f"seed {i} (meta_train: not converged)")
         elif flags[i].any():
             ks = ", ".join(str(k + 1) for k in np.nonzero(flags[i])[0])
-            parts.append(f"seed {i} (eigenvalue {ks} still moving)")
+            parts.append(f"seed {i} (eigenvalue {ks} in ascending order still moving)")
     return (" Not converged, marked × at the end of its curves: " + "; ".join(parts)
             + f" — its distance to P* is unfinished training, not a mismatch with theory "
               f"(still moving: a monotone change of more than {MOVING_RTOL:.0%} over the "

@@ -47,7 +47,9 @@ def angle_interval(angles: list[float] | np.ndarray, level: float = stats.LEVEL
     ``u`` over the ``n`` seeds, mapped back by ``θ = 90°·σ(u)`` (σ the logistic function);
     the estimate is ``90°·σ(ū)`` (a back-transformed mean, between the geometric mean and the
     mean for small angles). Angles are clipped to ``[1e-9°, 90° − 1e-9°]`` before the
-    transform (an exactly aligned subspace would otherwise give ``−∞``)."""
+    transform (an exactly aligned subspace would otherwise give ``−∞``).
+
+    References: docs/theory/paper-claims.md#claim-5."""
     a = np.clip(np.asarray(angles, dtype=np.float64), 1e-9, 90.0 - 1e-9)
     u = np.log(a / (90.0 - a))
     iv = stats.mean_interval(u, level)
