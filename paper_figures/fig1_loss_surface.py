@@ -220,7 +220,7 @@ def render(data: FigureData) -> Any:
     fig.suptitle(f"MAML objective, one inner step α = {t['alpha']}, n = {int(t['n'])} shots, "
                  f"s = {t['s']}, w̄ = {t['wbar']}, τ = {t['tau']}, σ = {t['sigma']}",
                  fontsize=10)
-    return fig
+    return style.finish(fig)
 
 
 def caption(data: FigureData) -> str:

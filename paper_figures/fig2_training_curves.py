@@ -132,24 +132,25 @@ def render(data: FigureData) -> Any:
     style.theory_line(ax, float(data["theory_shallow"]), "theory E ℒ(αI)", C["shallow"])
     style.theory_line(ax, float(data["theory_deep"]), "theory E ℒ(P*)", C["deep"])
     style.plain_log_axis(ax)
+    # the explanatory note is the legend's title, so that placing the legend off the data
+    # (style.finish) keeps the note off the curves too
     style.label_panel(ax, "a", title="Linear regression", xlabel=style.STEP_LABEL,
-                      ylabel=style.LOSS_LABEL, legend="upper right")
-    style.note(ax, f"mean and 95% band over n = {n} seeds\n({m['checkpoint_tasks']} fresh "
-                   f"tasks per seed and point);\nα = {m['setting']['alpha']}, "
-                   f"n = {m['setting']['n']} shots", y=0.45, va="center")
+                      ylabel=style.LOSS_LABEL, legend="upper right",
+                      legend_title=f"mean and 95% band over n = {n} seeds ({m['checkpoint_tasks']} "
+                            f"fresh tasks per seed and point);\nα = {m['setting']['alpha']}, "
+                            f"n = {m['setting']['n']} shots")
 
     title = "Binary classification (linear teacher)"
     _bands(bx, data, (("logr", "LogR (1 layer)", C["shallow"]),
                       ("linnet", "LogR+LinNet (+2 linear layers)", C["deep"])))
+    lg = m["logr"]
     style.label_panel(bx, "b", title=title, xlabel=style.STEP_LABEL,
                       ylabel="post-adaptation query loss (cross-entropy, nats)",
-                      legend="upper right")
-    lg = m["logr"]
-    style.note(bx, f"mean and 95% band over n = {n} seeds\n({m['checkpoint_tasks']} "
-                   f"fresh tasks per seed and point);\nα = {lg['alpha']}, "
-                   f"{lg['n_support']} shots, all layers adapted; no closed form",
-               y=0.45, va="center")
-    return fig
+                      legend="upper right",
+                      legend_title=f"mean and 95% band over n = {n} seeds ({m['checkpoint_tasks']} "
+                            f"fresh tasks per seed and point);\nα = {lg['alpha']}, "
+                            f"{lg['n_support']} shots, all layers adapted; no closed form")
+    return style.finish(fig)
 
 
 def _bands(ax: Any, data: FigureData, series: tuple[tuple[str, str, str], ...]) -> None:

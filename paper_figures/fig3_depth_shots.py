@@ -180,7 +180,7 @@ def render(data: FigureData) -> Any:
     style.label_panel(bx, "b", title=f"Shots (top layer adapted, α = {m['setting']['alpha']})",
                       xlabel="shots n (support samples per task)", ylabel=style.LOSS_LABEL,
                       legend="lower left")
-    return fig
+    return style.finish(fig)
 
 
 def caption(data: FigureData) -> str:

@@ -9,7 +9,11 @@ network's weights at every checkpoint.
 
 - (a) The eigenvalues of P (seed 0 bold, other seeds faint) converge to those of
   ``P* = [(1 + 1/n)ΛΣ + (c/n)I]⁻¹Λ`` (theory, dashed) — not to those of Σ⁻¹ (dotted, the
-  Newton step P* tends to as n → ∞).
+  Newton step P* tends to as n → ∞). A run that has not converged is marked, never drawn
+  as if it had: its curves end in a ``×`` (and it is named in the caption) when meta_train's
+  convergence report says so *or* an eigenvalue is still moving at the end
+  (:func:`still_moving`: over the last fifth of the checkpoints it changed monotonically by
+  more than :data:`MOVING_RTOL` of its final value).
 - (b) Relative error ``‖P − P*‖_F/‖P*‖_F`` over training (mean and 95% band over seeds), with
   the distance of Σ⁻¹ and of MAML's fixed step αI from P* as references.
 
@@ -37,8 +41,11 @@ from maml_depth.paper_figures.runs import (
 NUMBER = 4
 NAME = "fig4_preconditioner_spectrum"
 TITLE = "Spectrum of the extracted preconditioner over training"
-VERSION = 1
+VERSION = 2
 FIGSIZE = (10.0, 4.0)
+#: an eigenvalue that changed monotonically by more than this fraction of its final value over
+#: the last fifth of the checkpoints is still moving (its run has not converged)
+MOVING_RTOL = 0.02
 
 
 def theory(Sigma: np.ndarray, Lam: np.ndarray, sigma: float, n: int) -> dict[str, np.ndarray]:
@@ -49,6 +56,30 @@ def theory(Sigma: np.ndarray, Lam: np.ndarray, sigma: float, n: int) -> dict[str
     S_inv = np.linalg.inv(Sigma)
     return {"P_star": P_star, "Sigma_inv": S_inv,
             "eig_P_star": np.linalg.eigvalsh(P_star), "eig_Sigma_inv": np.linalg.eigvalsh(S_inv)}
+
+
+def still_moving(steps: np.ndarray, eig: np.ndarray, rtol: float = MOVING_RTOL
+                 ) -> np.ndarray:
+    """Seeds × eigenvalues: True where eigenvalue ``k`` of a seed's ``eig`` (seeds ×
+    checkpoints × d) is still moving at the end of training — over the checkpoints of the
+    last fifth of the steps (at least 3) no change has the opposite sign and the total change
+    exceeds ``rtol·|final value|`` (a drift, not sampling noise, which changes sign)."""
+    steps = np.asarray(steps, dtype=float)
+    E = np.asarray(eig, dtype=float)
+    out = np.zeros((E.shape[0], E.shape[-1]), dtype=bool)
+    for i in range(E.shape[0]):
+        ok = np.all(np.isfinite(E[i]), axis=-1)
+        st, ev = steps[ok], E[i][ok]
+        if len(st) < 3:
+            continue
+        tail = st >= st[-1] - 0.2 * (st[-1] - st[0])
+        tail[-3:] = True
+        seg = ev[tail]
+        diff = np.diff(seg, axis=0)
+        monotone = np.all(diff >= 0, axis=0) | np.all(diff <= 0, axis=0)
+        big = np.abs(seg[-1] - seg[0]) > rtol * np.abs(seg[-1])
+        out[i] = monotone & big
+    return out
 
 
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
@@ -68,11 +99,13 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
         P = s.alpha * B.T @ B
         return np.linalg.eigvalsh(P), float(np.linalg.norm(P - P_star) / np.linalg.norm(P_star))
 
-    _, steps, (eigs, errs) = bottom_layer_series(s, budget, spectrum, desc="fig 4 runs",
+    runs, steps, (eigs, errs) = bottom_layer_series(s, budget, spectrum, desc="fig 4 runs",
                                                  progress=progress)
     data.put("steps", steps)
     data.put("eig_P", eigs)
     data.put("rel_error", errs)
+    # meta_train's convergence report per seed (1 converged, 0 not or diverged)
+    data.put("run_converged", np.array([float(r.converged) for r in runs]))
     nrm = np.linalg.norm(P_star)
     data.put("theory_dist_Sigma_inv", np.linalg.norm(th["Sigma_inv"] - P_star) / nrm)
     data.put("theory_dist_alpha", np.linalg.norm(s.alpha * np.eye(s.d) - P_star) / nrm)
@@ -88,6 +121,7 @@ def render(data: FigureData) -> Any:
     steps, E = data["steps"], data["eig_P"]
     d = E.shape[-1]
     colors = [style.PALETTE[i % len(style.PALETTE)] for i in (0, 2, 3, 4, 5, 1)]
+    flagged = unconverged(data)
     for k in range(d):
         c = colors[k % len(colors)]
         for i in range(1, E.shape[0]):
@@ -98,6 +132,16 @@ def render(data: FigureData) -> Any:
                    label="eigenvalues of P* (theory)" if k == 0 else None)
         ax.axhline(data["theory_eig_Sigma_inv"][k], color=C["reference"], ls=":", lw=1.2,
                    label="eigenvalues of Σ⁻¹ (n → ∞ limit of P*)" if k == 0 else None)
+    marked = False
+    for i, k in zip(*np.nonzero(flagged), strict=True):
+        last = np.nonzero(np.isfinite(E[i, :, k]))[0]
+        if not len(last):
+            continue
+        j = int(last[-1])
+        ax.plot([steps[j]], [E[i, j, k]], ls="none", marker="x", ms=9, mew=2.2,
+                color=colors[k % len(colors)], zorder=5,
+                label=None if marked else "not converged (run still moving at the end)")
+        marked = True
     style.plain_log_axis(ax)
     style.label_panel(ax, "a", title="Spectrum of P = α B_LᵀB_L", xlabel=style.STEP_LABEL,
                       ylabel="eigenvalue of the step matrix P (dimensionless)",
@@ -115,7 +159,17 @@ def render(data: FigureData) -> Any:
     style.label_panel(bx, "b", title="Distance to the optimal preconditioner",
                       xlabel=style.STEP_LABEL, ylabel="relative Frobenius distance to P*",
                       legend="lower left", fontsize=7.5)
-    return fig
+    return style.finish(fig)
+
+
+def unconverged(data: FigureData) -> np.ndarray:
+    """Seeds × eigenvalues: True where the run is not converged — meta_train's report says
+    so (the whole seed) or the eigenvalue is :func:`still_moving`."""
+    E = np.asarray(data["eig_P"])
+    flags = still_moving(data["steps"], E)
+    run_ok = np.asarray(data["run_converged"], dtype=float) > 0.5
+    flags[~run_ok, :] = True
+    return flags
 
 
 def caption(data: FigureData) -> str:
@@ -136,4 +190,23 @@ def caption(data: FigureData) -> str:
         f"training: {err} (geometric mean and 95% CI over n = {m['seeds']} seeds); MAML's "
         f"fixed step αI is {float(data['theory_dist_alpha']):.2f} and Σ⁻¹ "
         f"{float(data['theory_dist_Sigma_inv']):.2f} away."
+        + _convergence_note(data)
     )
+
+
+def _convergence_note(data: FigureData) -> str:
+    flags = unconverged(data)
+    run_ok = np.asarray(data["run_converged"], dtype=float) > 0.5
+    if not flags.any():
+        return " Every run converged (meta_train's report, and no eigenvalue still moving)."
+    parts = []
+    for i in range(flags.shape[0]):
+        if not run_ok[i]:
+            parts.append(f"seed {i} (meta_train: not converged)")
+        elif flags[i].any():
+            ks = ", ".join(str(k + 1) for k in np.nonzero(flags[i])[0])
+            parts.append(f"seed {i} (eigenvalue {ks} in ascending order still moving)")
+    return (" Not converged, marked × at the end of its curves: " + "; ".join(parts)
+            + f" — its distance to P* is unfinished training, not a mismatch with theory "
+              f"(still moving: a monotone change of more than {MOVING_RTOL:.0%} over the "
+              f"last fifth of training).")

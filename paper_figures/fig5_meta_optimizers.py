@@ -138,7 +138,7 @@ def render(data: FigureData) -> Any:
     bx.grid(axis="x", visible=False)
     style.label_panel(bx, "b", title="After meta-training vs class optimum",
                       ylabel=style.LOSS_LABEL, legend="upper right", fontsize=7.5)
-    return fig
+    return style.finish(fig)
 
 
 def caption(data: FigureData) -> str:

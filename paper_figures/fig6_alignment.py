@@ -117,7 +117,7 @@ def render(data: FigureData) -> Any:
     style.label_panel(bx, "b", title="Energy of B_L outside the task subspace",
                       xlabel=style.STEP_LABEL, ylabel="‖B_L(I − Π)‖²_F / ‖B_L‖²_F (fraction)",
                       legend="upper right")
-    return fig
+    return style.finish(fig)
 
 
 def caption(data: FigureData) -> str:

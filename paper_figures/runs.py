@@ -99,6 +99,14 @@ class Run:
     snapshots: list[Params] = field(default_factory=list)
     diverged: str | None = None
     seconds: float = 0.0
+    #: meta_train's :class:`~maml_depth.numerics.meta_train.Convergence` report (None when
+    #: training diverged)
+    convergence: Any = None
+
+    @property
+    def converged(self) -> bool:
+        """meta_train's convergence report says converged (False when diverged)."""
+        return self.diverged is None and bool(getattr(self.convergence, "converged", False))
 
 
 def eval_seed(seed: int) -> int:
@@ -166,7 +174,8 @@ def train_and_measure(
     final = evaluate_losses(model, res.params, ev_fam, inner, num_tasks=eval_tasks,
                             seed=eval_seed(seed), precond_state=res.precond_state)
     return Run(np.asarray(steps), np.asarray(curve), final.detach().cpu().numpy(),
-               res.params, res.precond_state, snaps, res.diverged, seconds)
+               res.params, res.precond_state, snaps, res.diverged, seconds,
+               res.convergence)
 
 
 def _model(kind: str, setting: LinearSetting, seed: int) -> DeepLinear:

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 
 from maml_depth._io import atomic_write_bytes
-from maml_depth.common.plots import COLORS, PALETTE
+from maml_depth.common.plots import COLORS, PALETTE, place_legend, place_note, plain_log_axis
 
 __all__ = [
     "COLORS",
@@ -39,6 +39,7 @@ __all__ = [
     "band",
     "context",
     "errorbars",
+    "finish",
     "label_panel",
     "new_figure",
     "note",
@@ -163,18 +164,6 @@ def errorbars(ax: Axes, x: Any, mean: Any, low: Any, high: Any, *, color: str,
                 ms=5, lw=1.2, mfc=color if filled else "white", zorder=3)
 
 
-def plain_log_axis(ax: Axes, axis: str = "y") -> None:
-    """Log scale with plain-number tick labels (0.5, 1, 2 … rather than 5×10⁻¹)."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
-    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
-    target = ax.yaxis if axis == "y" else ax.xaxis
-    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    target.set_major_formatter(fmt)
-    target.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
-
-
 def panel_label(ax: Axes, letter: str) -> None:
     """``(a)``, ``(b)`` … in the upper-left corner, outside the axes."""
     ax.set_title(f"({letter})", loc="left", fontweight="bold", fontsize=11)
@@ -182,21 +171,59 @@ def panel_label(ax: Axes, letter: str) -> None:
 
 def label_panel(ax: Axes, letter: str, *, title: str, xlabel: str | None = None,
                 ylabel: str | None = None, legend: str | None = None,
-                **legend_kw: Any) -> Legend | None:
+                legend_title: str | None = None, **legend_kw: Any) -> Legend | None:
     """Finish a panel: axis labels, ``title``, :func:`panel_label` ``letter`` and, when
     ``legend`` names a location, the legend there (``legend_kw`` go to
-    :meth:`~matplotlib.axes.Axes.legend`; call this after drawing). Returns the legend."""
+    :meth:`~matplotlib.axes.Axes.legend`; call this after drawing). Returns the legend.
+    ``legend_title`` (e.g. a note on how the curves were measured) heads the legend.
+    :func:`finish` later moves the legend to where it covers no data (``legend`` is tried
+    first)."""
     if xlabel is not None:
         ax.set_xlabel(xlabel)
     if ylabel is not None:
         ax.set_ylabel(ylabel)
     ax.set_title(title)
+    if legend_title is not None:
+        legend_kw = {"title": legend_title, "title_fontsize": 7.5, **legend_kw}
     leg = ax.legend(**{"loc": legend, **legend_kw}) if legend is not None else None
+    if legend is not None:
+        _LEGEND_REQUESTS[id(ax)] = (legend, dict(legend_kw))
     panel_label(ax, letter)
     return leg
+
+
+#: legends asked for by :func:`label_panel`, by ``id(axes)``: ``(location, legend kwargs)``
+_LEGEND_REQUESTS: dict[int, tuple[str, dict[str, Any]]] = {}
+
+
+def finish(fig: Figure) -> Figure:
+    """Keep legends and notes off the data: each legend of :func:`label_panel` goes to the
+    first location (its requested one first) whose box covers no data point and no note
+    (outside the axes when none is free), then each :func:`note` to the nearest height where
+    it covers neither data nor legend (:func:`maml_depth.common.plots.place_legend`,
+    :func:`~maml_depth.common.plots.place_note`). Call last in ``render``; returns ``fig``."""
+    for _ in range(3):  # a legend moved outside changes the layout: settle again
+        for ax in fig.axes:
+            req = _LEGEND_REQUESTS.get(id(ax))
+            if req is not None:
+                place_legend(ax, req[0], **req[1])
+        for ax in fig.axes:
+            for t in list(ax.texts):
+                if t.get_gid() == "note" and not place_note(ax, t):
+                    req = _LEGEND_REQUESTS.get(id(ax))
+                    if req is None:
+                        continue
+                    # no free place inside the axes: the note becomes the legend's title
+                    t.remove()
+                    req[1]["title"] = t.get_text()
+                    req[1].setdefault("title_fontsize", 7.5)
+                    place_legend(ax, req[0], **req[1])
+    for ax in fig.axes:
+        _LEGEND_REQUESTS.pop(id(ax), None)
+    return fig
 
 
 def note(ax: Axes, text: str, *, y: float, va: str = "baseline") -> None:
     """A small grey explanatory note, right-aligned at height ``y`` (axes fraction)."""
     ax.text(0.98, y, text, transform=ax.transAxes, ha="right", va=va, fontsize=7.5,
-            color=NOTE_COLOR)
+            color=NOTE_COLOR, gid="note")

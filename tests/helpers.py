@@ -8,6 +8,7 @@ Python scalars.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -90,3 +91,97 @@ def assume_not_diverged(*values: Any) -> None:
             assume(ok)
         else:
             assert ok, f"diverged (|value| > {DIVERGED:g} or not finite): fix the test's inputs"
+
+
+# -- figures ----------------------------------------------------------------------------------
+def _densify(pts: np.ndarray, step: float, connected: bool) -> np.ndarray:
+    """Display-coordinate points of a polyline: its vertices and, when ``connected``, points
+    every ``step`` pixels along each segment (so a line crossing a box is caught even when
+    no vertex lies inside it). Rows with NaN are dropped (they break a line in matplotlib)."""
+    if not connected or len(pts) < 2:
+        return pts[np.all(np.isfinite(pts), axis=1)]
+    out = [pts[:1]]
+    for a, b in itertools.pairwise(pts):
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            continue
+        k = max(1, int(np.ceil(np.linalg.norm(b - a) / step)))
+        t = np.linspace(0.0, 1.0, k + 1)[1:, None]
+        out.append(a + t * (b - a))
+    pts = np.vstack(out)
+    return pts[np.all(np.isfinite(pts), axis=1)]
+
+
+def data_points_display(ax: Any, step: float = 2.0) -> list[tuple[str, np.ndarray]]:
+    """Every drawn data point of ``ax`` in display (pixel) coordinates, per artist: the
+    vertices of its lines (and points every ``step`` px along their segments), of its
+    collections' paths and offsets (bands, error bars, scatter) and of its patches (bars),
+    restricted to the axes' box (matplotlib clips what lies outside). Call after a draw."""
+    from matplotlib.collections import Collection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    box = ax.get_window_extent()
+    found: list[tuple[str, np.ndarray]] = []
+
+    def keep(name: str, pts: np.ndarray) -> None:
+        pts = np.asarray(pts, dtype=float).reshape(-1, 2)
+        inside = ((pts[:, 0] >= box.x0) & (pts[:, 0] <= box.x1)
+                  & (pts[:, 1] >= box.y0) & (pts[:, 1] <= box.y1))
+        if inside.any():
+            found.append((name, pts[inside]))
+
+    for art in ax.get_children():
+        if not art.get_visible():
+            continue
+        if isinstance(art, Line2D):
+            xy = art.get_transform().transform(np.asarray(art.get_xydata(), dtype=float))
+            connected = art.get_linestyle() not in ("None", "", " ", "none")
+            keep(f"line {art.get_label()!r}", _densify(xy, step, connected))
+        elif isinstance(art, Collection):
+            tr = art.get_transform()
+            for path in art.get_paths():
+                if len(path.vertices):
+                    keep(f"collection {art.get_label()!r}",
+                         _densify(tr.transform(path.vertices), step, True))
+            offsets = np.asarray(art.get_offsets(), dtype=float)
+            if offsets.size and np.ma.count(offsets):
+                keep(f"collection offsets {art.get_label()!r}",
+                     art.get_offset_transform().transform(offsets))
+        elif (isinstance(art, Patch) and art is not ax.patch
+              and all(art is not sp for sp in ax.spines.values())):
+            path = art.get_path()
+            keep(f"patch {art.get_label()!r}",
+                 _densify(art.get_transform().transform(path.vertices), step, True))
+    return found
+
+
+def overlaps_in_boxes(fig: Any, *, texts: bool = False, step: float = 2.0) -> list[str]:
+    """Which data points of ``fig`` lie inside a legend's box (and, with ``texts``, inside a
+    text placed in an axes, e.g. a note): one line per offending artist, empty when none.
+
+    Draws the figure first (without rendering), then compares, in display coordinates, each
+    legend's :meth:`~matplotlib.legend.Legend.get_window_extent` with
+    :func:`data_points_display` of its axes (for a figure legend: of every axes)."""
+    fig.draw_without_rendering()
+    problems: list[str] = []
+    for ax in fig.axes:
+        boxes: list[tuple[str, Any]] = []
+        leg = ax.get_legend()
+        if leg is not None and leg.get_visible():
+            boxes.append(("legend", leg.get_window_extent()))
+        for fleg in fig.legends:
+            boxes.append(("figure legend", fleg.get_window_extent()))
+        if texts:
+            boxes += [(f"text {t.get_text()[:30]!r}", t.get_window_extent())
+                      for t in ax.texts if t.get_visible() and t.get_text().strip()]
+        if not boxes:
+            continue
+        points = data_points_display(ax, step)
+        for what, bb in boxes:
+            for name, pts in points:
+                inside = ((pts[:, 0] > bb.x0) & (pts[:, 0] < bb.x1)
+                          & (pts[:, 1] > bb.y0) & (pts[:, 1] < bb.y1))
+                if inside.any():
+                    problems.append(f"axes {ax.get_title()!r}: {int(inside.sum())} points of "
+                                    f"{name} inside the {what}")
+    return problems

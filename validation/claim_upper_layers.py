@@ -70,7 +70,8 @@ def run(ctx: RunContext) -> ClaimResult:
     References: docs/theory/paper-claims.md#claim-4,
     docs/theory/expected-loss.md#optimal-preconditioner."""
     s = SETTING
-    errs_pop, errs_s, aligns, traj = [], [], [], []
+    errs_pop, errs_s, aligns = [], [], []
+    trajs: list[list[tuple[int, float]]] = []
     step_err = 0.0
     P_star = None
     not_converged: list[str] = []
@@ -83,9 +84,8 @@ def run(ctx: RunContext) -> ClaimResult:
         P_s = nets.extracted_P(nets.deep_sampled, s.alpha)
         errs_s.append(rel_error(P_s, P_star))
         aligns.append(alignment(P_s, P_star))
-        if k == 0:
-            traj = [(st, rel_error(nets.extracted_P(p, s.alpha), P_star))
-                    for st, p in nets.trajectory_sampled]
+        trajs.append([(st, rel_error(nets.extracted_P(p, s.alpha), P_star))
+                      for st, p in nets.trajectory_sampled])
         step_err = max(step_err, step_error(nets, s.alpha, 50, 99 + k))
     iv_pop, iv_s = stats.mean_interval(errs_pop), stats.mean_interval(errs_s)
     verdict = stats.combine([stats.verdict_below(iv_pop, TOL_POPULATION),
@@ -94,8 +94,8 @@ def run(ctx: RunContext) -> ClaimResult:
     if not_converged:  # an unconverged network is never a pass or a fail
         verdict = "inconclusive"
     figures = trajectory_figure(
-        ctx.out_dir, "claim4_preconditioner_error", traj, log=True,
-        label="sampled-task training (seed 0)", tolerance=TOL_SAMPLED,
+        ctx.out_dir, "claim4_preconditioner_error", trajs, log=True,
+        label="sampled-task training", tolerance=TOL_SAMPLED,
         tol_label=f"tolerance {TOL_SAMPLED}", ylabel="‖α B_LᵀB_L − P*‖_F / ‖P*‖_F",
         title="Extracted preconditioner → P*")
     return ctx.result(
@@ -110,7 +110,8 @@ def run(ctx: RunContext) -> ClaimResult:
                    if not_converged else ""),
         config=describe(s) | {"seeds": ctx.budget.seeds, "meta_steps": ctx.budget.meta_steps},
         details={"errors_population": errs_pop, "errors_sampled": errs_s,
-                 "alignment_sampled": aligns, "trajectory_sampled": traj,
+                 "alignment_sampled": aligns, "trajectory_sampled": trajs[0] if trajs else [],
+                 "trajectories_sampled": trajs,
                  "step_error": step_err,
                  "P_star_eigenvalues": np.linalg.eigvalsh(P_star).tolist()
                  if P_star is not None else None},

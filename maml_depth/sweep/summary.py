@@ -16,6 +16,7 @@ sweep is reproducible too.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -133,46 +134,87 @@ def _as_numbers(values: list[Any]) -> list[float] | None:
         return None
 
 
-def plot_hypothesis(cfg: SweepConfig, points: list[Point], frame: Any, keys: list[str]) -> bytes:
-    """PNG bytes: mean post-adaptation loss (95% CI) against ``cfg.x``, one series per
-    combination of the other group keys, with the theory prediction as a dashed line."""
+#: theory markers of the series, in order (distinct shapes, so that two series whose theory
+#: coincides at one x stay visible side by side)
+THEORY_MARKERS = ("_", "x", "+", "1", "4", "3", "2")
+
+
+def series_offsets(n_series: int, xs: list[float]) -> list[float]:
+    """Horizontal offsets of ``n_series`` series at the x values ``xs``: spread over a
+    quarter of the smallest gap between neighbouring x values, centred on 0, so that the
+    error bars and theory markers of different series at one x never coincide."""
+    if n_series < 2:
+        return [0.0] * n_series
+    u = sorted(set(xs))
+    gap = min((b - a for a, b in itertools.pairwise(u)), default=1.0) or 1.0
+    width = 0.25 * gap
+    return [width * (i / (n_series - 1) - 0.5) for i in range(n_series)]
+
+
+def hypothesis_figure(cfg: SweepConfig, points: list[Point], frame: Any,
+                      keys: list[str]) -> Any:
+    """The :class:`~matplotlib.figure.Figure` of :func:`plot_hypothesis`.
+
+    Per series (one combination of the group keys other than ``cfg.x``): the measured mean
+    post-adaptation loss with its 95% CI — the summary's Student-t (or evaluation-stderr)
+    interval, its lower end clipped at 0 because a loss is ≥ 0 — and the closed-form theory
+    as one marker at each measured x (a prediction exists only at the grid's values, so
+    nothing is interpolated between them). Series are offset horizontally
+    (:func:`series_offsets`) and their theory markers differ (:data:`THEORY_MARKERS`); the
+    legend sits outside the axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    from maml_depth.common.plots import PALETTE
 
     x = cfg.x or (keys[0] if keys else "seed")
     series_keys = [k for k in keys if k != x]
     table = summarize(frame, points, [*series_keys, x])
-    fig = Figure(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(8.4, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     xs_all = list(dict.fromkeys(table[x]))
     numeric = _as_numbers(xs_all)
     pos = {v: (numeric[i] if numeric is not None else float(i)) for i, v in enumerate(xs_all)}
-    groups = table.groupby(series_keys, sort=False, dropna=False) if series_keys \
+    groups = list(table.groupby(series_keys, sort=False, dropna=False)) if series_keys \
         else [((), table)]
+    offsets = series_offsets(len(groups), list(pos.values()))
     for i, (sval, sub) in enumerate(groups):
         sval = sval if isinstance(sval, tuple) else (sval,)
         label = ", ".join(f"{k}={v}" for k, v in zip(series_keys, sval, strict=True))
-        color = f"C{i % 10}"
-        sub = sub.assign(_x=[pos[v] for v in sub[x]]).sort_values("_x")
-        yerr = [0.0 if math.isnan(v) else v for v in sub["post_loss_ci95"]]
-        ax.errorbar(sub["_x"], sub["post_loss_mean"], yerr=yerr, fmt="o", color=color,
-                    capsize=3, label=f"measured {label}".strip())
+        color = PALETTE[i % len(PALETTE)]
+        sub = sub.assign(_x=[pos[v] + offsets[i] for v in sub[x]]).sort_values("_x")
+        mean = [float(v) for v in sub["post_loss_mean"]]
+        half = [0.0 if math.isnan(v) else float(v) for v in sub["post_loss_ci95"]]
+        lower = [min(h, max(m, 0.0)) if math.isfinite(m) else 0.0
+                 for m, h in zip(mean, half, strict=True)]  # the interval clipped at 0
+        ax.errorbar(sub["_x"], mean, yerr=[lower, half], fmt="o", color=color, capsize=3,
+                    ms=5, label=f"measured {label}".strip(), zorder=3)
         th = sub[[not math.isnan(v) for v in sub["theory_loss"]]]
         if len(th):
-            ax.plot(th["_x"], th["theory_loss"], "--", color=color, marker="_", ms=14,
-                    label=f"theory {label}".strip())
+            ax.plot(th["_x"], th["theory_loss"], ls="none", color=color,
+                    marker=THEORY_MARKERS[i % len(THEORY_MARKERS)],
+                    ms=14 if i % len(THEORY_MARKERS) == 0 else 9, mew=2.0,
+                    label=f"theory {label}".strip(), zorder=4, gid="theory")
     if numeric is None:
         ax.set_xticks([pos[v] for v in xs_all], [str(v) for v in xs_all])
     elif all(float(v).is_integer() for v in numeric):
         ax.set_xticks(sorted(set(numeric)))
+    ax.set_ylim(bottom=0.0)
     ax.set_xlabel(x)
-    ax.set_ylabel("post-adaptation loss (mean, 95% CI)")
+    ax.set_ylabel("post-adaptation loss (mean, 95% CI clipped at 0)")
     ax.set_title(f"{cfg.name}: post-adaptation loss vs {x}")
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    return fig
+
+
+def plot_hypothesis(cfg: SweepConfig, points: list[Point], frame: Any, keys: list[str]) -> bytes:
+    """PNG bytes of :func:`hypothesis_figure`: mean post-adaptation loss (95% CI) against
+    ``cfg.x``, one series per combination of the other group keys, with the theory
+    prediction as markers at the grid's x values."""
+    fig = hypothesis_figure(cfg, points, frame, keys)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     return buf.getvalue()
