@@ -315,6 +315,11 @@ def _clean(x: Any) -> Any:
                  "package's own derivation of the linear analogue "
                  "(docs/theory/neighbours-raghu.md)")
 def run(ctx: RunContext) -> ClaimResult:
+    """Run claim ``raghu-feature-reuse``: ANIL vs MAML losses against their exact expected
+    losses, the shared subspace, the body/head relative change, and the multitask variant.
+
+    References: docs/theory/neighbours-raghu.md.
+    """
     b = ctx.budget
     seeds = max(2, b.seeds)
     steps = STEPS_FACTOR * b.meta_steps
