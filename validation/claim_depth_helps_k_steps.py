@@ -1,6 +1,6 @@
 """Claim 7 — depth helps with k inner steps: claim 3 for k = 2 and 3 steps on one support set.
 
-Theory (docs/theory/exact-expectation.md#6-k-step-preconditioners): k steps of the shallow
+Theory (docs/theory/exact-expectation.md, §6, eq. 12): k steps of the shallow
 model ``W ← W − α G`` from ``W = W̄`` have the exact expected loss ``E ℒ_k(αI)``; a deep
 linear net adapting its top layer moves its end-to-end map by ``W ← W − G P`` with
 ``P = α B_LᵀB_L`` fixed during the k steps (docs/theory/expected-loss.md#optimal-preconditioner),
@@ -21,7 +21,7 @@ at their weights). Parts, each a 95% interval over ``N`` paired tasks:
 
 A diverged or unconverged network makes the claim inconclusive with the reason.
 
-References: docs/theory/exact-expectation.md#6-k-step-preconditioners,
+References: docs/theory/exact-expectation.md (§6, eq. 12),
 docs/theory/expected-loss.md#optimal-preconditioner, docs/theory/paper-claims.md#claim-7;
 paper §3.
 """
@@ -112,7 +112,7 @@ def theory_k(Sigma: np.ndarray, Lam: np.ndarray, setting: LinearSetting, steps: 
                  "model reaches E ℒ_k(αI) and a deep linear net adapting its top layer "
                  "reaches min_P E ℒ_k(P) (measured on fresh tasks with autograd); and "
                  "min_P E ℒ_k(P) < E ℒ_k(α_k* I), the best scalar step.",
-       reference="docs/theory/exact-expectation.md#6-k-step-preconditioners, "
+       reference="docs/theory/exact-expectation.md (§6, eq. 12), "
                  "docs/theory/paper-claims.md#claim-7; paper §3")
 def run(ctx: RunContext) -> ClaimResult:
     s = SETTING
