@@ -214,6 +214,8 @@ RESULT_FIELDS: dict[str, str] = {
                               "point's adapted layers and steps: exact (expected_deep_loss) "
                               "inside the engine's reach, else a Monte Carlo estimate (see "
                               "theory_kind); a diagnostic, not a measurement",
+    "theory_loss_at_weights_se": "standard error of theory_loss_at_weights (0 when exact, the "
+                                 "Monte Carlo standard error when estimated)",
     "converged": "meta_train's convergence verdict (true/false; null if it diverged)",
     "convergence": "meta_train's convergence report (Convergence.as_dict(): converged, "
                    "rel_change, noise, grad_drift, grad_norm, rtol, gtol, reason) or null",
@@ -419,16 +421,16 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
     for k, values in _canonical("grid", raw_grid).items():
         if k not in PARAMS:
             raise _unknown("grid", k, PARAMS)
-        name = said.get(k, k)
+        spelt = said.get(k, k)
         if not isinstance(values, list):
             raise ConfigError(
-                f"grid.{name} must be a list of values (e.g. {name} = [{values!r}]), "
+                f"grid.{spelt} must be a list of values (e.g. {spelt} = [{values!r}]), "
                 f"got {_checks.type_name(values)} {values!r}")
         if not values:
-            raise ConfigError(f"grid.{name} is empty: give at least one value")
+            raise ConfigError(f"grid.{spelt} is empty: give at least one value")
         if k in fixed:
-            raise ConfigError(f"grid.{name} is also set in [fixed]: keep one of them")
-        grid[k] = [check_param(f"grid.{name}[{i}]", k, v) for i, v in enumerate(values)]
+            raise ConfigError(f"grid.{spelt} is also set in [fixed]: keep one of them")
+        grid[k] = [check_param(f"grid.{spelt}[{i}]", k, v) for i, v in enumerate(values)]
     raw_points = data.get("points", None)
     if raw_points is None:
         points: list[dict[str, Any]] = [{}]
@@ -445,11 +447,11 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
             entry = _canonical(f"points[{i}]", raw_entry)
             checked = {}
             for k, v in entry.items():
-                name = said.get(k, k)
-                checked[k] = check_param(f"points[{i}].{name}", k, v)
+                spelt = said.get(k, k)
+                checked[k] = check_param(f"points[{i}].{spelt}", k, v)
                 if k in grid:
                     raise ConfigError(
-                        f"points[{i}].{name} is also a [grid] parameter: keep one")
+                        f"points[{i}].{spelt} is also a [grid] parameter: keep one")
             points.append(checked)
 
     varying = [k for k in PARAMS if k in grid or any(k in p for p in points)]

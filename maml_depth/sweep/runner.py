@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from maml_depth.common.executors import run_task
+from maml_depth.common.store import finite_or_none
 from maml_depth.sweep.config import RESULT_FIELDS, adapted_layers, hidden_widths, layer_dims
 
 #: evaluation tasks are drawn in chunks of this many (fixed: it determines the tasks drawn)
@@ -105,7 +106,8 @@ def theory_fields(point: Mapping[str, Any], family: Any, params: Mapping[str, An
     import numpy as np
 
     out: dict[str, Any] = {k: None for k in ("theory_loss", "theory_kind", "theory_note",
-                                             "theory_loss_at_weights", "precond_rel_err",
+                                             "theory_loss_at_weights",
+                                             "theory_loss_at_weights_se", "precond_rel_err",
                                              "precond_alignment")}
     L, d, alpha = point["depth"], point["d"], float(point["alpha"])
     layers = adapted_layers(point)
@@ -150,8 +152,9 @@ def theory_fields(point: Mapping[str, Any], family: Any, params: Mapping[str, An
             if nP > 0:
                 out["precond_alignment"] = float(np.sum(P * P_star)) / (nP * nS)
     if plain:
-        value, kind, note = loss_at_weights(point, family, ws, layers)
+        value, se, kind, note = loss_at_weights(point, family, ws, layers)
         out["theory_loss_at_weights"] = value
+        out["theory_loss_at_weights_se"] = se
         kinds.append(kind)
         if note:
             notes.append(note)
@@ -168,11 +171,11 @@ MC_TASKS = 20_000
 
 
 def loss_at_weights(point: Mapping[str, Any], family: Any, ws: list[Any],
-                    layers: tuple[int, ...]) -> tuple[float, str, str]:
-    """``(value, kind, note)``: the expected post-adaptation loss of the network ``ws``
+                    layers: tuple[int, ...]) -> tuple[float, float, str, str]:
+    """``(value, se, kind, note)``: the expected post-adaptation loss of the network ``ws``
     adapting ``layers`` for the point's steps — exact
     (:func:`maml_depth.theory.expected_deep_loss`) inside the engine's reach, else a Monte
-    Carlo estimate with its standard error in ``note``."""
+    Carlo estimate with its standard error ``se`` (0 when exact), also stated in ``note``."""
     from maml_depth.theory import TermLimitError, expected_deep_loss
 
     S, Lam, Wb = _np(family.Sigma), _np(family.Lam), _np(family.W_bar)
@@ -181,7 +184,7 @@ def loss_at_weights(point: Mapping[str, Any], family: Any, ws: list[Any],
     try:
         value = float(expected_deep_loss(ws, adapt=layers, steps=steps, W_bar=Wb, Sigma=S,
                                          Lam=Lam, sigma=sigma, n=n, alpha=alpha))
-        return value, "at weights: exact expected_deep_loss", ""
+        return value, 0.0, "at weights: exact expected_deep_loss", ""
     except TermLimitError as exc:
         import torch
 
@@ -192,7 +195,7 @@ def loss_at_weights(point: Mapping[str, Any], family: Any, ws: list[Any],
             fam64, [torch.from_numpy(w) for w in ws], alpha=alpha, adapt=layers, steps=steps,
             num_tasks=MC_TASKS, seed=sub_seed(point["seed"], "theory-mc"))
         why = str(exc).split(";")[0].split(". ")[0]
-        return (float(est.mean), "at weights: Monte Carlo estimate",
+        return (float(est.mean), float(est.stderr), "at weights: Monte Carlo estimate",
                 f"theory_loss_at_weights is a Monte Carlo estimate ({est.num_tasks} tasks, "
                 f"s.e. {float(est.stderr):.2g}): beyond the exact engine's reach ({why})")
 
@@ -245,7 +248,8 @@ def measure(point: Mapping[str, Any]) -> dict[str, Any]:
         "train_post_loss": res.history.post_loss[-1] if res.history.post_loss else None,
         "w_dist": float((model.end_to_end(res.params) - family.W_bar).norm()),
         "converged": None if res.convergence is None else bool(res.convergence.converged),
-        "convergence": None if res.convergence is None else res.convergence.as_dict(),
+        "convergence": None if res.convergence is None else finite_or_none(
+            res.convergence.as_dict()),  # NaN (too few steps to tell) → null
     }
     out.update(theory_fields(point, family, res.params))
     tl = out["theory_loss"]
