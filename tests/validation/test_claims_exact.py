@@ -23,6 +23,11 @@ from maml_depth.validation import (
 
 TINY = Budget("test", cases=8, mc_tasks=40_000, meta_steps=1000, population_steps=1000,
               seeds=2, eval_tasks=8_000, nonlinear=False)
+#: claim 7 trains META_STEPS_FACTOR × meta_steps outer steps: 500 gives the 1000 of TINY
+#: (and 2·10⁴ evaluation tasks, as the quick budget: at 8·10³ the ±5% loss bands are not
+#: always decidable)
+TINY7 = Budget("test", cases=8, mc_tasks=40_000, meta_steps=500, population_steps=1000,
+               seeds=2, eval_tasks=20_000, nonlinear=False)
 #: too few outer steps for meta-training to converge
 SHORT = Budget("short", cases=8, mc_tasks=40_000, meta_steps=40, population_steps=100,
                seeds=2, eval_tasks=2_000, nonlinear=False)
@@ -42,9 +47,9 @@ def test_the_new_claims_are_in_the_paper_suite():
 # -- claim 7 ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_depth_helps_k_steps_claim_passes():
-    r = _run("depth-helps-k-steps")
+    r = _run("depth-helps-k-steps", TINY7)
     assert r.verdict == "pass", r.summary
-    assert r.n == TINY.eval_tasks and r.ci_level == 0.95
+    assert r.n == TINY7.eval_tasks and r.ci_level == 0.95
     for k in claim_depth_helps_k_steps.STEPS:
         d = r.details[f"k={k}"]
         assert d["loss_star"] < d["loss_alpha_k"] < d["loss_alpha"]
@@ -52,7 +57,7 @@ def test_depth_helps_k_steps_claim_passes():
 
 def test_depth_helps_k_steps_claim_passes_for_two_steps(monkeypatch):
     monkeypatch.setattr(claim_depth_helps_k_steps, "STEPS", (2,))
-    r = _run("depth-helps-k-steps")
+    r = _run("depth-helps-k-steps", TINY7)
     assert r.verdict == "pass", r.summary
     assert all(v == "pass" for v in r.details["k=2"]["verdicts"].values())
 
@@ -64,7 +69,7 @@ def test_depth_helps_k_steps_claim_fails_with_the_one_step_loss(monkeypatch):
                         lambda P, S, La, s, n, steps: true_k_step_loss(P, S, La, s, n, 1))
     monkeypatch.setattr(claim_depth_helps_k_steps, "optimal_preconditioner",
                         lambda S, La, s, n, kind, steps=1: true_opt(S, La, s, n, kind))
-    r = _run("depth-helps-k-steps")
+    r = _run("depth-helps-k-steps", TINY7)
     assert r.verdict == "fail", r.summary
     part = r.details["k=2"]["verdicts"]
     assert part["shallow"] == "fail" and part["deep"] == "fail", part
@@ -79,7 +84,7 @@ def test_depth_helps_k_steps_claim_fails_when_min_p_is_the_best_scalar(monkeypat
         return true_opt(S, La, s, n, "scalar", steps=steps)
 
     monkeypatch.setattr(claim_depth_helps_k_steps, "optimal_preconditioner", scalar_only)
-    r = _run("depth-helps-k-steps")
+    r = _run("depth-helps-k-steps", TINY7)
     assert r.verdict == "fail", r.summary
     part = r.details["k=2"]["verdicts"]
     assert part["deep"] == "fail" and part["scalar_theory"] == "fail", part
