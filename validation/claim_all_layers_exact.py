@@ -67,6 +67,17 @@ def train_adapting(setting: LinearSetting, budget: Budget, family_seed: int, see
        reference="docs/theory/exact-expectation.md, docs/theory/paper-claims.md#claim-8; "
                  "paper §3")
 def run(ctx: RunContext) -> ClaimResult:
+    # d = 4 networks: a second torch thread only adds overhead (measured: several-fold slower
+    # with the default threads on 2 busy cores)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(ctx)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _run(ctx: RunContext) -> ClaimResult:
     s = SETTING
     fam = s.family(ctx.seed)
     Sigma, Lam, W_bar = (fam.Sigma.numpy(), fam.Lam.numpy(), fam.W_bar.numpy())

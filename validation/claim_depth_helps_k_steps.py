@@ -150,6 +150,17 @@ def theory_k(Sigma: np.ndarray, Lam: np.ndarray, setting: LinearSetting, steps: 
        reference="docs/theory/exact-expectation.md (§6, eq. 12), "
                  "docs/theory/paper-claims.md#claim-7; paper §3")
 def run(ctx: RunContext) -> ClaimResult:
+    # d = 4 networks: a second torch thread only adds overhead (measured: several-fold slower
+    # with the default threads on 2 busy cores)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(ctx)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _run(ctx: RunContext) -> ClaimResult:
     s = SETTING
     fam = s.family(ctx.seed)
     S_, La = fam.Sigma.numpy(), fam.Lam.numpy()
