@@ -44,9 +44,11 @@ from maml_depth.numerics.meta_optimizers import (
     step_matrix,
 )
 from maml_depth.numerics.meta_train import (
+    Convergence,
     History,
     MetaTrainResult,
     OuterConfig,
+    convergence_report,
     evaluate,
     evaluate_losses,
     meta_train,
@@ -120,6 +122,7 @@ __all__ = [
     "MLP",
     "PRECONDITIONERS",
     "ConvNet",
+    "Convergence",
     "DeepLinear",
     "DigitsFewShot",
     "EngineChoice",
@@ -144,6 +147,7 @@ __all__ = [
     "balanced_factors",
     "binary_accuracy",
     "classification_accuracy",
+    "convergence_report",
     "cross_entropy_loss",
     "deep_linear_adapted_maps",
     "digits_classes",

@@ -6,10 +6,14 @@ Setting: the linear regression of docs/theory/expected-loss.md#optimal-precondit
 
 - (a) Depth L. Top layer adapted (S = {L}): theory ``E ℒ(αI)`` at L = 1 (the shallow model)
   and ``E ℒ(P*)`` from L = 2 on (the frozen layers below can form any PSD preconditioner).
-  All layers adapted: no closed form; the reference is a Monte Carlo estimate
-  (:func:`maml_depth.numerics.monte_carlo_deep_loss`, exact population query loss) of the
-  expected loss of the same meta-trained networks. Points: networks meta-trained on sampled
-  tasks and adapted with autograd on fresh tasks, mean and 95% t-interval over seeds.
+  All layers adapted: the reference is the expected loss of the same meta-trained networks,
+  exact where the exact-expectation engine reaches (:func:`reference_all_adapted`:
+  :func:`maml_depth.theory.expected_deep_loss`, one step with up to three adapted layers,
+  so L ≤ 3; docs/theory/exact-expectation.md) and beyond it (L ≥ 4) a Monte Carlo estimate
+  (:func:`maml_depth.numerics.monte_carlo_deep_loss`, exact population query loss),
+  labelled as such (``ref_depth_all_exact``, ``meta["ref_depth_all"]``). Points: networks
+  meta-trained on sampled tasks and adapted with autograd on fresh tasks, mean and 95%
+  t-interval over seeds.
 - (b) Shots n (depth 1 vs depth 3, top adapted): theory curves ``E ℒ(αI)``, the tuned
   shallow step ``E ℒ(α_s* I)`` and ``E ℒ(P*)`` as functions of n, with measured points.
 
@@ -40,7 +44,7 @@ from maml_depth.paper_figures.runs import (
 NUMBER = 3
 NAME = "fig3_depth_shots"
 TITLE = "Post-adaptation loss against depth and shots"
-VERSION = 1
+VERSION = 2
 FIGSIZE = (10.0, 4.0)
 #: depth of the deep model in panel (b)
 DEEP_DEPTH = LINEAR.depth
@@ -70,13 +74,39 @@ def theory_shots(ns: np.ndarray, Sigma: np.ndarray, Lam: np.ndarray, sigma: floa
     }
 
 
+def reference_all_adapted(fam: Any, weights: list[Any], *, sigma: float, n: int,
+                          alpha: float, mc_tasks: int, seed: int) -> tuple[float, float, bool]:
+    """``(value, se, exact)``: the expected post-adaptation loss of the network ``weights``
+    adapting every layer for one step — exact (:func:`maml_depth.theory.expected_deep_loss`,
+    ``se = 0``) inside the engine's reach, else (:class:`maml_depth.theory.TermLimitError`)
+    a Monte Carlo estimate on ``mc_tasks`` tasks with its standard error.
+
+    References: docs/theory/exact-expectation.md; docs/theory/update-rules.md#one-step."""
+    import torch
+
+    from maml_depth.numerics import monte_carlo_deep_loss
+    from maml_depth.theory import TermLimitError, expected_deep_loss
+
+    ws = [w.detach().to(torch.float64).numpy() for w in weights]
+    try:
+        value = expected_deep_loss(ws, adapt="all", steps=1, W_bar=fam.W_bar.numpy(),
+                                   Sigma=fam.Sigma.numpy(), Lam=fam.Lam.numpy(), sigma=sigma,
+                                   n=n, alpha=alpha)
+        return float(value), 0.0, True
+    except TermLimitError:
+        est = monte_carlo_deep_loss(fam, weights, alpha=alpha, adapt="all",
+                                    num_tasks=mc_tasks, seed=seed)
+        return float(est.mean), float(est.stderr), False
+
+
 def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
     """Compute figure 3's data at ``budget``: the theory ``E ℒ`` of each depth (top layer
-    adapted) and the losses of meta-trained nets by depth and by number of shots, over seeds.
+    adapted), the exact (or, beyond the engine's reach, Monte Carlo) reference of each net
+    adapting all layers, and the losses of meta-trained nets by depth and by number of
+    shots, over seeds.
 
-    References: docs/theory/expected-loss.md#optimal-preconditioner."""
-    from maml_depth.numerics import monte_carlo_deep_loss
-
+    References: docs/theory/expected-loss.md#optimal-preconditioner;
+    docs/theory/exact-expectation.md."""
     frame = LinearFrame(LINEAR)
     s, fam, data = frame.setting, frame.family, frame.data
     S, La = frame.Sigma, frame.Lam
@@ -86,7 +116,9 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
     seeds = range(budget.seeds)
     top = np.full((budget.seeds, len(depths)), np.nan)
     allv = np.full_like(top, np.nan)
-    mc = np.full_like(top, np.nan)
+    ref = np.full_like(top, np.nan)
+    ref_se = np.full_like(top, np.nan)
+    exact = np.zeros(len(depths))
     diverged: list[str] = []
     jobs = [(j, L, seed) for j, L in enumerate(depths) for seed in seeds]
     for j, L, seed in progress_iter(jobs, "fig 3 depth", progress):
@@ -102,12 +134,22 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
         top[seed, j] = float(np.mean(r_top.final))
         allv[seed, j] = float(np.mean(r_all.final))
         weights = [r_all.params[f"layers.{i}.weight"] for i in range(L)]
-        est = monte_carlo_deep_loss(fam, weights, alpha=s.alpha, adapt="all",
-                                    num_tasks=budget.mc_tasks, seed=555_000 + seed)
-        mc[seed, j] = est.mean
+        ref[seed, j], ref_se[seed, j], ok = reference_all_adapted(
+            fam, weights, sigma=s.sigma, n=s.n, alpha=s.alpha, mc_tasks=budget.mc_tasks,
+            seed=555_000 + seed)
+        exact[j] = float(ok)
     data.put("measured_depth_top", top)
     data.put("measured_depth_all", allv)
-    data.put("mc_depth_all", mc)
+    # the "all adapted" reference of the same networks: exact where ref_depth_all_exact is 1,
+    # a Monte Carlo estimate (standard error ref_depth_all_se) where it is 0
+    data.put("ref_depth_all", ref)
+    data.put("ref_depth_all_se", ref_se)
+    data.put("ref_depth_all_exact", exact)
+    exact_L = [int(L) for L, e in zip(depths, exact, strict=True) if e]
+    mc_L = [int(L) for L, e in zip(depths, exact, strict=True) if not e]
+    ref_label = "; ".join(
+        ([f"exact expected loss (expected_deep_loss) at L = {exact_L}"] if exact_L else [])
+        + ([f"Monte Carlo estimate ({budget.mc_tasks} tasks) at L = {mc_L}"] if mc_L else []))
 
     shots = np.array(budget.shots)
     data.put("shots", shots)
@@ -130,7 +172,7 @@ def compute(budget: FigureBudget, progress: bool = False) -> FigureData:
     return frame.finish(budget, fields=("d", "n", "sigma", "alpha", "hidden"),
                         setting_extra={"deep_depth": DEEP_DEPTH},
                         eval_tasks=budget.eval_tasks, mc_tasks=budget.mc_tasks,
-                        diverged=diverged)
+                        diverged=diverged, ref_depth_all=ref_label)
 
 
 def render(data: FigureData) -> Any:
@@ -146,9 +188,12 @@ def render(data: FigureData) -> Any:
     th = data["theory_depth_top"]
     ax.hlines(th, depths - 0.3, depths + 0.3, color=C["theory"], lw=2.2, zorder=2,
               label="theory, top adapted: E ℒ(αI) at L = 1, E ℒ(P*) for L ≥ 2")
-    mean, low, high = interval_arrays(data["mc_depth_all"])
-    ax.plot(depths, mean, ":", color=C["deep-all"], lw=1.6, marker="x", ms=6,
-            label=f"Monte Carlo, all adapted (same nets, {m['mc_tasks']} tasks each)")
+    mean, low, high = interval_arrays(data["ref_depth_all"])
+    exact = np.asarray(data["ref_depth_all_exact"], dtype=bool).reshape(-1)
+    where = ", ".join(f"L = {int(L)}" for L, e in zip(depths, exact, strict=False) if not e)
+    ref_label = ("all adapted, exact E ℒ at the nets' weights"
+                 + (f" (Monte Carlo, {m['mc_tasks']} tasks, at {where})" if where else ""))
+    ax.plot(depths, mean, ":", color=C["deep-all"], lw=1.6, marker="x", ms=6, label=ref_label)
     mean, low, high = interval_arrays(data["measured_depth_top"])
     style.errorbars(ax, depths, mean, low, high, color=C["deep"], offset=-0.06,
                     label=f"measured, top layer adapted ({ci})")
@@ -197,9 +242,10 @@ def caption(data: FigureData) -> str:
         f"{m['setting']['alpha']}, {m['meta_steps']} meta-training steps per network; "
         f"measured means over {m['seeds']} seeds ({m['eval_tasks']} fresh tasks each): {rows}. "
         "Theory, top layer adapted: E ℒ(αI) at L = 1, E ℒ(P*) as soon as one layer lies "
-        "below the adapted one, whatever the depth. Adapting all layers has no closed form; "
-        "its reference is a Monte Carlo estimate (exact population query loss) for the same "
-        "networks. (b) Shots n: theory curves for the fixed step, the best fixed step α* and "
+        "below the adapted one, whatever the depth. Adapting all layers: the reference is "
+        "the expected loss of the same networks — "
+        f"{m.get('ref_depth_all', 'a Monte Carlo estimate')}. "
+        "(b) Shots n: theory curves for the fixed step, the best fixed step α* and "
         "P*, with measured shallow and deep (L = "
         f"{m['setting']['deep_depth']}) networks meta-trained at each n; the gap between "
         "E ℒ(α*I) and E ℒ(P*) is what no step-size tuning of the shallow model recovers."

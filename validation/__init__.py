@@ -7,8 +7,10 @@ measured quantity and its theoretical value, and a 95% confidence interval.
 
 # the claims of docs/theory/paper-claims.md, registered on import (one module each)
 from maml_depth.validation import (
+    claim_all_layers_exact,
     claim_bottom_layers,
     claim_depth_helps,
+    claim_depth_helps_k_steps,
     claim_expected_loss,
     claim_meta_optimizers,
     claim_update_rule,
@@ -40,8 +42,10 @@ __all__ = [
     "ClaimResult",
     "RunContext",
     "claim",
+    "claim_all_layers_exact",
     "claim_bottom_layers",
     "claim_depth_helps",
+    "claim_depth_helps_k_steps",
     "claim_expected_loss",
     "claim_meta_optimizers",
     "claim_update_rule",

@@ -35,18 +35,20 @@ Parameters (type, default — meaning):
 ``depth``           int ≥ 1, 2                   layers L (1 = the shallow model W)
 ``width``           int ≥ 1 or [int], 8          hidden width(s); a list gives d_1..d_{L-1}
 ``adapt``           "top"/"all"/int/[int], "top" adapted layers (1 = input layer, L = top)
-``inner_steps``     int ≥ 1, 1                   inner steps k
+``steps``           int ≥ 1, 1                   inner steps k (alias ``inner_steps``)
 ``alpha``           float > 0, 0.1               inner step size α
 ``first_order``     bool, false                  FOMAML
-``optimizer``       str, "maml"                  inner-update preconditioner (registered name)
-``shots``           int ≥ 1, 10                  support samples n per task
+``preconditioner``  str, "maml"                  inner-update meta-optimizer (registered name;
+                                                 alias ``optimizer``)
+``n_support``       int ≥ 1, 10                  support samples n per task (alias ``shots``)
 ``n_query``         int ≥ 1 or "population"      query samples (default: exact population loss)
-``anisotropy``      float ≥ 1, 1.0               condition number κ of Σ (eigenvalues log-spaced
-                                                 in [1, κ], scaled to mean 1)
+``condition``       float ≥ 1, 1.0               condition number κ of Σ (eigenvalues log-spaced
+                                                 in [1, κ], scaled to mean 1; alias
+                                                 ``anisotropy``)
 ``rotation``        bool, true                   rotate Σ and Λ by Haar-random rotations
 ``lam_rank``        int in 1..d or "full"        rank of Λ = τ² R diag(1,…,1,0,…,0) Rᵀ
 ``tau``             float ≥ 0, 1.0               task spread τ
-``noise``           float ≥ 0, 0.1               label noise standard deviation σ
+``sigma``           float ≥ 0, 0.1               label noise standard deviation σ (alias ``noise``)
 ``w_bar``           float ≥ 0, 0.0               norm of each row of W̄ (drawn in the range of Λ)
 ``init``            "balanced"/"gaussian"/…      initialisation of the network
 ``init_scale``      float > 0, 0.5               its scale
@@ -59,9 +61,11 @@ Parameters (type, default — meaning):
 ``seed``            int ≥ 0, 0                   seed of the task family, init and training
 ==================  ===========================  ===============================================
 
-The user-facing names of the Python API and the CLI are accepted as aliases (:data:`ALIASES`):
-``n_support`` = ``shots``, ``condition`` = ``anisotropy``, ``steps`` = ``inner_steps``,
-``preconditioner`` = ``optimizer``, ``sigma`` = ``noise``.
+The parameter names are the user-facing names of the Python API and the CLI; the older
+spellings are accepted as aliases (:data:`ALIASES`) and mapped onto them: ``shots`` →
+``n_support``, ``anisotropy`` → ``condition``, ``inner_steps`` → ``steps``, ``optimizer`` →
+``preconditioner``, ``noise`` → ``sigma`` (giving both spellings in one table is an error).
+Records, summaries and point keys use the new names only.
 
 Every violation raises :class:`~maml_depth.errors.ConfigError` with one line that starts
 with the offending key (``grid.depth[1] must be a positive integer …``).
@@ -166,19 +170,18 @@ PARAMS: dict[str, Param] = {
     "depth": Param(pos_int, 2, "layers L"),
     "width": Param(_width, 8, "hidden width(s)"),
     "adapt": Param(_config(_checks.parse_adapt), "top", "adapted layers"),
-    "inner_steps": Param(pos_int, 1, "inner steps k"),
+    "steps": Param(pos_int, 1, "inner steps k"),
     "alpha": Param(_real(0.0, open_low=True), 0.1, "inner step size α"),
     "first_order": Param(_config(_checks.boolean), False, "FOMAML"),
-    "optimizer": Param(_optimizer, "maml", "inner-update preconditioner"),
-    "shots": Param(pos_int, 10, "support samples n"),
+    "preconditioner": Param(_optimizer, "maml", "inner-update meta-optimizer"),
+    "n_support": Param(pos_int, 10, "support samples n"),
     "n_query": Param(_int_or("population", "a positive integer"), "population",
                      "query samples or 'population'"),
-    "anisotropy": Param(_real(1.0), 1.0,
-                        "condition number of Σ"),
+    "condition": Param(_real(1.0), 1.0, "condition number of Σ"),
     "rotation": Param(_config(_checks.boolean), True, "Haar-rotate Σ and Λ"),
     "lam_rank": Param(_int_or("full", "a positive integer (≤ d)"), "full", "rank of Λ"),
     "tau": Param(_real(0.0), 1.0, "task spread τ"),
-    "noise": Param(_real(0.0), 0.1, "noise std σ"),
+    "sigma": Param(_real(0.0), 0.1, "noise std σ"),
     "w_bar": Param(_real(0.0), 0.0, "row norm of W̄"),
     "init": Param(_choice("balanced", "gaussian", "identity"), "balanced", "initialisation"),
     "init_scale": Param(_real(0.0, open_low=True), 0.5, "init scale"),
@@ -200,23 +203,33 @@ RESULT_FIELDS: dict[str, str] = {
     "eval_tasks": "number of fresh evaluation tasks",
     "steps_done": "outer steps completed",
     "train_post_loss": "last logged meta-batch post-adaptation loss during training",
-    "theory_loss": "closed-form prediction of post_loss at the meta-training optimum",
-    "theory_kind": "which prediction: 'deep: E L(P*)' or 'shallow: E L(alpha I)' (or null)",
-    "theory_note": "why there is no prediction (or null)",
+    "theory_loss": "closed-form prediction of post_loss at the meta-training optimum "
+                   "(theory.reference_losses)",
+    "theory_kind": "which predictions: 'deep: E L(P*)' or 'shallow: E L(alpha I)', and "
+                   "'at weights: exact expected_deep_loss' or 'at weights: Monte Carlo "
+                   "estimate' (or null)",
+    "theory_note": "why a prediction is missing or only an estimate (or null)",
     "theory_gap": "post_loss - theory_loss",
-    "theory_loss_at_weights": "closed-form expected loss of the trained weights (k = 1, top "
-                              "layer adapted): a diagnostic, not a measurement",
+    "theory_loss_at_weights": "expected post-adaptation loss of the trained weights for the "
+                              "point's adapted layers and steps: exact (expected_deep_loss) "
+                              "inside the engine's reach, else a Monte Carlo estimate (see "
+                              "theory_kind); a diagnostic, not a measurement",
+    "theory_loss_at_weights_se": "standard error of theory_loss_at_weights (0 when exact, the "
+                                 "Monte Carlo standard error when estimated)",
+    "converged": "meta_train's convergence verdict (true/false; null if it diverged)",
+    "convergence": "meta_train's convergence report (Convergence.as_dict(): converged, "
+                   "rel_change, noise, grad_drift, grad_norm, rtol, gtol, reason) or null",
     "precond_rel_err": "||P - P*||_F / ||P*||_F of the extracted P = alpha B_L^T B_L",
     "precond_alignment": "<P, P*>_F / (||P||_F ||P*||_F)",
     "w_dist": "||W - W_bar||_F of the meta-learned end-to-end map",
 }
 
 
-#: The one user-facing name of a concept (as in the Python API and the CLI) → the parameter
-#: it sets. Both spellings are accepted; giving both in one table is an error.
-ALIASES: dict[str, str] = {"n_support": "shots", "condition": "anisotropy",
-                           "steps": "inner_steps", "preconditioner": "optimizer",
-                           "sigma": "noise"}
+#: An older spelling → the parameter (the user-facing name of the Python API and the CLI) it
+#: sets. Both spellings are accepted; giving both in one table is an error.
+ALIASES: dict[str, str] = {"shots": "n_support", "anisotropy": "condition",
+                           "inner_steps": "steps", "optimizer": "preconditioner",
+                           "noise": "sigma"}
 
 
 def _canonical(where: str, table: dict[str, Any]) -> dict[str, Any]:
@@ -229,6 +242,11 @@ def _canonical(where: str, table: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"{where}: {k!r} and {other!r} name the same parameter; keep one")
         out[key] = v
     return out
+
+
+def _spelling(table: Mapping[str, Any]) -> dict[str, str]:
+    """Parameter name → the spelling the user wrote (for error messages)."""
+    return {ALIASES.get(k, k): k for k in table}
 
 
 def defaults() -> dict[str, Any]:
@@ -395,21 +413,26 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
     if not isinstance(description, str):
         raise ConfigError(f"sweep.description must be a string, got {description!r}")
 
-    fixed = {k: check_param(f"fixed.{k}", k, v)
-             for k, v in _canonical("fixed", _table("[fixed]", data.get("fixed", {}))).items()}
+    raw_fixed = _table("[fixed]", data.get("fixed", {}))
+    said = _spelling(raw_fixed)
+    fixed = {k: check_param(f"fixed.{said.get(k, k)}", k, v)
+             for k, v in _canonical("fixed", raw_fixed).items()}
     grid: dict[str, list[Any]] = {}
-    for k, values in _canonical("grid", _table("[grid]", data.get("grid", {}))).items():
+    raw_grid = _table("[grid]", data.get("grid", {}))
+    said = _spelling(raw_grid)
+    for k, values in _canonical("grid", raw_grid).items():
         if k not in PARAMS:
             raise _unknown("grid", k, PARAMS)
+        spelt = said.get(k, k)
         if not isinstance(values, list):
             raise ConfigError(
-                f"grid.{k} must be a list of values (e.g. {k} = [{values!r}]), "
+                f"grid.{spelt} must be a list of values (e.g. {spelt} = [{values!r}]), "
                 f"got {_checks.type_name(values)} {values!r}")
         if not values:
-            raise ConfigError(f"grid.{k} is empty: give at least one value")
+            raise ConfigError(f"grid.{spelt} is empty: give at least one value")
         if k in fixed:
-            raise ConfigError(f"grid.{k} is also set in [fixed]: keep one of them")
-        grid[k] = [check_param(f"grid.{k}[{i}]", k, v) for i, v in enumerate(values)]
+            raise ConfigError(f"grid.{spelt} is also set in [fixed]: keep one of them")
+        grid[k] = [check_param(f"grid.{spelt}[{i}]", k, v) for i, v in enumerate(values)]
     raw_points = data.get("points", None)
     if raw_points is None:
         points: list[dict[str, Any]] = [{}]
@@ -421,12 +444,16 @@ def parse_config(data: Mapping[str, Any], *, source: str | None = None,
             raise ConfigError("points is empty: give at least one [[points]] table")
         points = []
         for i, entry in enumerate(raw_points):
-            entry = _canonical(f"points[{i}]", _table(f"points[{i}]", entry))
+            raw_entry = _table(f"points[{i}]", entry)
+            said = _spelling(raw_entry)
+            entry = _canonical(f"points[{i}]", raw_entry)
             checked = {}
             for k, v in entry.items():
-                checked[k] = check_param(f"points[{i}].{k}", k, v)
+                spelt = said.get(k, k)
+                checked[k] = check_param(f"points[{i}].{spelt}", k, v)
                 if k in grid:
-                    raise ConfigError(f"points[{i}].{k} is also a [grid] parameter: keep one")
+                    raise ConfigError(
+                        f"points[{i}].{spelt} is also a [grid] parameter: keep one")
             points.append(checked)
 
     varying = [k for k in PARAMS if k in grid or any(k in p for p in points)]

@@ -38,7 +38,8 @@ __all__ = [
     "records_to_rows",
 ]
 
-_TEXT_FIELDS = ("theory_kind", "theory_note")
+_TEXT_FIELDS = ("theory_kind", "theory_note", "converged", "convergence",
+                "convergence_reason")
 
 
 def _flat(v: Any) -> Any:
@@ -47,7 +48,8 @@ def _flat(v: Any) -> Any:
 
 def records_to_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Flatten records to table rows: ``key``, the point's parameters (list values as
-    compact JSON strings), ``status``, ``error``, the result fields, ``seconds``,
+    compact JSON strings), ``status``, ``error``, the result fields (the convergence report
+    as compact JSON, its ``reason`` also as ``convergence_reason``), ``seconds``,
     ``package_version``."""
     rows = []
     for rec in records:
@@ -58,7 +60,9 @@ def records_to_rows(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
         res = rec.get("result") or {}
         for f in RESULT_FIELDS:
             v = res.get(f)
-            row[f] = math.nan if v is None and f not in _TEXT_FIELDS else v
+            row[f] = math.nan if v is None and f not in _TEXT_FIELDS else _flat(v)
+        conv = res.get("convergence")
+        row["convergence_reason"] = conv.get("reason") if isinstance(conv, dict) else None
         row["seconds"] = rec["timing"].get("seconds")
         row["package_version"] = rec["package_version"]
         rows.append(row)

@@ -4,10 +4,12 @@ of the hypothesis (post-adaptation loss against one parameter, theory vs measure
 Groups are the values of ``[sweep] group_by`` (default: every parameter that varies between
 points except ``seed``), so the records of a group differ only by seed. Per group the table
 has ``n_points`` (points of the sweep), ``n_ok``, ``n_failed``, ``n_missing`` (not stored
-yet), and for each measured quantity its mean over ``ok`` records with a 95% CI half-width:
-Student-t over the group's records when it has ≥ 2, else ``1.96 ×`` the evaluation's own
-standard error (``ci_method`` says which). Theory columns are means of the per-record
-predictions (they differ between seeds only through the seed's random rotations).
+yet), ``n_converged`` (ok points whose meta-training converged, with the reasons of the
+others in ``convergence_note``), and for each measured quantity its mean over ``ok``
+records with a 95% CI half-width: Student-t over the group's records when it has ≥ 2,
+else ``1.96 ×`` the evaluation's own standard error (``ci_method`` says which). Theory
+columns are means of the per-record predictions (they differ between seeds only through
+the seed's random rotations).
 
 All files are written atomically. Nothing here depends on timings, so the summary of a
 sweep is reproducible too.
@@ -38,6 +40,13 @@ def group_keys(cfg: SweepConfig, points: list[Point]) -> list[str]:
     if cfg.group_by is not None:
         return list(cfg.group_by)
     return [k for k in varying_params(points) if k != "seed"]
+
+
+def _is_true(v: Any) -> bool:
+    """A stored ``converged`` flag (bool, numpy bool, None or NaN) as a bool."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return False
+    return bool(v)
 
 
 def _ci(values: list[float], se_single: float | None) -> tuple[float, float, str]:
@@ -84,6 +93,12 @@ def summarize(frame: Any, points: list[Point], keys: list[str]) -> Any:
             row[f"{col}_ci95"] = half
             if col == "post_loss":
                 row["ci_method"] = method
+        conv = [] if ok is None else [_is_true(c) for c in ok["converged"]]
+        row["n_converged"] = sum(conv)
+        reasons = [] if ok is None else sorted(
+            {str(r) for r, c in zip(ok["convergence_reason"], conv, strict=True)
+             if not c and isinstance(r, str) and r})
+        row["convergence_note"] = "; ".join(reasons)
         for col in MEAN_ONLY:
             vals = [] if ok is None else [float(v) for v in ok[col] if math.isfinite(float(v))]
             row[col] = sum(vals) / len(vals) if vals else math.nan
@@ -114,14 +129,20 @@ def to_markdown(table: Any, keys: list[str]) -> str:
             return ""
         return f"{m:.4g}" + ("" if math.isnan(h) else f" ± {h:.2g}")
 
-    cols = [*keys, "ok/points", "post-adaptation loss", "theory", "gap",
-            "P rel. err", "P alignment"]
+    cols = [*keys, "ok/points", "converged", "post-adaptation loss", "theory", "gap",
+            "at weights", "P rel. err", "P alignment"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in table.iterrows():
         cells = [_fmt(r[k]) for k in keys]
         theory = _fmt(r["theory_loss"]) or f"— ({r.get('theory_note', '')})"
-        cells += [f"{r['n_ok']}/{r['n_points']}", pm(r, "post_loss"), theory,
-                  pm(r, "theory_gap"), _fmt(r["precond_rel_err_mean"]),
+        conv = f"{r['n_converged']}/{r['n_ok']}"
+        if r.get("convergence_note"):
+            conv += f" ({r['convergence_note']})"
+        at_w = _fmt(r["theory_loss_at_weights"])
+        if at_w and "Monte Carlo" in str(r.get("theory_kind", "")):
+            at_w += " (MC estimate)"
+        cells += [f"{r['n_ok']}/{r['n_points']}", conv, pm(r, "post_loss"), theory,
+                  pm(r, "theory_gap"), at_w, _fmt(r["precond_rel_err_mean"]),
                   _fmt(r["precond_alignment_mean"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -232,9 +253,11 @@ def write_summary(cfg: SweepConfig, points: list[Point], out: str | Path) -> dic
         "md": atomic_write_text(
             out / "summary.md",
             f"# Sweep `{cfg.name}`\n\n{cfg.description}\n\n"
-            "Mean over the group's points ± 95% CI half-width; theory = closed-form "
-            "prediction at the meta-training optimum; P = the extracted preconditioner "
-            "α B_LᵀB_L against P*. All columns: summary.csv.\n\n"
+            "Mean over the group's points ± 95% CI half-width; converged = points whose "
+            "meta-training converged (meta_train's report); theory = closed-form "
+            "prediction at the meta-training optimum; at weights = the expected loss of the "
+            "trained weights (exact, or a Monte Carlo estimate where marked); P = the "
+            "extracted preconditioner α B_LᵀB_L against P*. All columns: summary.csv.\n\n"
             + to_markdown(table, keys)),
         "png": atomic_write_bytes(out / "hypothesis.png",
                                   plot_hypothesis(cfg, points, frame, keys)),

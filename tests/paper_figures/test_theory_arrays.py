@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 import sympy as sp
 
 from maml_depth.common.settings import BOTTOM_LAYERS as RANK2_SETTING
@@ -117,10 +118,48 @@ def test_fig3_depth_and_shot_curves(built: dict[int, Any]) -> None:
                            for a, n in zip(a_s, ns, strict=True)]))
     assert_close(d["theory_n_shallow"],
                  np.array([fixed_step_loss(S, La, s.sigma, int(n), s.alpha) for n in ns]))
-    for key in ("measured_depth_top", "measured_depth_all", "mc_depth_all"):
+    for key in ("measured_depth_top", "measured_depth_all", "ref_depth_all", "ref_depth_all_se"):
         assert d[key].shape == (d.meta["seeds"], len(d["depths"]))
         assert np.isfinite(d[key]).all()
     assert d["measured_n_deep"].shape == (d.meta["seeds"], len(d["shots"]))
+    # the "all adapted" reference is exact inside the engine's reach (one step, ≤ 3 layers)
+    exact = d["ref_depth_all_exact"]
+    assert exact.tolist() == [float(int(L) <= 3) for L in d["depths"]]
+    assert (d["ref_depth_all_se"][:, exact == 1] == 0).all()
+    assert (d["ref_depth_all_se"][:, exact == 0] > 0).all()
+    assert "exact expected loss" in d.meta["ref_depth_all"]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+def test_fig3_all_adapted_reference_is_exact_in_reach_and_monte_carlo_beyond(depth: int) -> None:
+    """:func:`reference_all_adapted` on a random net of the figure's setting: exact for
+    L ≤ 3 and equal to expected_deep_loss; a Monte Carlo estimate (se > 0) for L = 4; either
+    way it agrees with an independent Monte Carlo of 10⁵ tasks within 4 standard errors."""
+    import torch
+
+    from maml_depth.numerics import DeepLinear, monte_carlo_deep_loss
+    from maml_depth.paper_figures.fig3_depth_shots import reference_all_adapted
+    from maml_depth.theory import expected_deep_loss
+
+    s = LINEAR
+    fam = s.family(0)
+    dims = (s.d, *([s.hidden] * (depth - 1)), 1)
+    net = DeepLinear(dims, init="gaussian", scale=1.0,
+                     generator=torch.Generator().manual_seed(depth))
+    ws = [w.detach().to(torch.float64) for w in net.weights]
+    value, se, exact = reference_all_adapted(fam, ws, sigma=s.sigma, n=s.n, alpha=s.alpha,
+                                             mc_tasks=20_000, seed=3)
+    assert exact == (depth <= 3)
+    if exact:
+        assert se == 0.0
+        assert value == expected_deep_loss([w.numpy() for w in ws], adapt="all",
+                                           W_bar=fam.W_bar.numpy(), Sigma=fam.Sigma.numpy(),
+                                           Lam=fam.Lam.numpy(), sigma=s.sigma, n=s.n,
+                                           alpha=s.alpha)
+    else:
+        assert se > 0
+    ref = monte_carlo_deep_loss(fam, ws, alpha=s.alpha, adapt="all", num_tasks=100_000, seed=9)
+    assert abs(value - ref.mean) < 4 * np.hypot(se, ref.stderr), (value, se, ref)
 
 
 # -- figure 4 ---------------------------------------------------------------------------------

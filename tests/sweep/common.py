@@ -9,8 +9,8 @@ from typing import Any
 from maml_depth.sweep import SweepConfig, parse_config
 
 #: a point that meta-trains in a fraction of a second
-TINY: dict[str, Any] = {"d": 3, "width": 4, "shots": 5, "meta_steps": 5, "meta_batch": 4,
-                        "eval_tasks": 20, "anisotropy": 4.0}
+TINY: dict[str, Any] = {"d": 3, "width": 4, "n_support": 5, "meta_steps": 5, "meta_batch": 4,
+                        "eval_tasks": 20, "condition": 4.0}
 
 
 def tiny_config(grid: dict[str, list[Any]] | None = None, **fixed: Any) -> SweepConfig:

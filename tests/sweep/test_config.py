@@ -34,7 +34,9 @@ def test_example_config_loads():
     ({"grid": {"depth": 3}}, "grid.depth"),                          # grid value not a list
     ({"grid": {"depth": []}}, "grid.depth"),                         # empty grid
     ({"grid": {"depth": [2, -1]}}, "grid.depth[1]"),                 # negative size
-    ({"fixed": {"shots": 0}}, "fixed.shots"),
+    ({"fixed": {"shots": 0}}, "fixed.shots"),                        # old spelling named
+    ({"fixed": {"n_support": 0}}, "fixed.n_support"),
+    ({"grid": {"noise": [0.1, -1.0]}}, "grid.noise[1]"),
     ({"fixed": {"width": [4, -4]}, "grid": {"depth": [3]}}, "fixed.width[1]"),
     ({"fixed": {"noise": -0.1}}, "fixed.noise"),
     ({"fixed": {"alpha": 0}}, "fixed.alpha"),
