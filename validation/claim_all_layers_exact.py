@@ -27,6 +27,7 @@ import torch
 
 from maml_depth.common import stats
 from maml_depth.common.budgets import Budget
+from maml_depth.common.executors import torch_threads
 from maml_depth.common.plots import save_figure
 from maml_depth.common.settings import DEPTH_HELPS, LinearSetting, describe
 from maml_depth.numerics import (
@@ -67,14 +68,12 @@ def train_adapting(setting: LinearSetting, budget: Budget, family_seed: int, see
        reference="docs/theory/exact-expectation.md, docs/theory/paper-claims.md#claim-8; "
                  "paper §3")
 def run(ctx: RunContext) -> ClaimResult:
-    # d = 4 networks: a second torch thread only adds overhead (measured: several-fold slower
-    # with the default threads on 2 busy cores)
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    """Run the claim (see the module docstring) on one torch thread.
+
+    d = 4 networks: a second torch thread only adds overhead (measured: several-fold slower
+    with the default threads on 2 busy cores)."""
+    with torch_threads(1):
         return _run(ctx)
-    finally:
-        torch.set_num_threads(prev)
 
 
 def _run(ctx: RunContext) -> ClaimResult:

@@ -138,7 +138,7 @@ def run_linear(ctx: RunContext) -> ClaimResult:
     )
 
 
-@claim("meta-optimizers-nonlinear", number=7, title="Meta-optimizers beat MAML on nonlinear tasks",
+@claim("meta-optimizers-nonlinear", number=6, title="Meta-optimizers beat MAML on nonlinear tasks",
        statement="On sine regression and few-shot digits, Meta-SGD, Meta-Curvature and KFO beat "
                  "MAML at equal architecture (paired 95% CI over seeds excludes 0).",
        reference="docs/theory/paper-claims.md#claim-6; paper §4–5", budgets=("full",))

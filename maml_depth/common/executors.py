@@ -23,6 +23,7 @@ executor (no home-made scheduler). Backends:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import datetime as _dt
 import logging
 import multiprocessing
@@ -32,7 +33,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from maml_depth.errors import ConfigError
@@ -49,25 +50,35 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Limit torch to ``threads`` intra-op threads inside the block (``None`` or 0: leave it
+    as it is), restoring the previous number afterwards."""
+    import torch
+
+    prev = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(prev)
+
+
 def run_task(task: Task, params: Mapping[str, Any], threads: int | None = 1
              ) -> dict[str, Any]:
     """Run ``task(params)`` with torch limited to ``threads`` threads; returns
     ``{"status": "ok"|"failed", "error", "result", "timing"}`` (never raises for a failing
     point; ``KeyboardInterrupt`` still propagates)."""
-    import torch
 
     t0 = time.perf_counter()
-    prev = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
-        result: dict[str, Any] | None = task(params)
-        status, error = "ok", None
-    except Exception as exc:
-        result, status, error = None, "failed", one_line(exc)
-    finally:
-        if threads:
-            torch.set_num_threads(prev)
+    with torch_threads(threads):
+        try:
+            result: dict[str, Any] | None = task(params)
+            status, error = "ok", None
+        except Exception as exc:
+            result, status, error = None, "failed", one_line(exc)
     return {
         "status": status,
         "error": error,
