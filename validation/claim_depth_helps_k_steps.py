@@ -44,7 +44,7 @@ import torch
 from maml_depth.common import stats
 from maml_depth.common.budgets import Budget
 from maml_depth.common.executors import torch_threads
-from maml_depth.common.plots import save_figure
+from maml_depth.common.plots import COLORS, legend_outside, save_figure
 from maml_depth.common.settings import DEPTH_HELPS, LinearSetting, describe
 from maml_depth.numerics import (
     DeepLinear,
@@ -225,19 +225,29 @@ def _run(ctx: RunContext) -> ClaimResult:
         verdict = "inconclusive"
 
     def draw(ax: Any) -> None:
+        """Each network's mean loss with its 95% interval (the ratio interval times the
+        theory value), beside its theory value as a black segment; legend outside."""
         xs = np.arange(len(STEPS))
-        w = 0.38
-        for off, key, th_key, color, label in (
-                (-w / 2, "shallow_loss", "loss_alpha", "#D55E00", "shallow"),
-                (w / 2, "deep_loss", "loss_star", "#0072B2", "deep (top layer)")):
-            ax.bar(xs + off, [details[f"k={k}"][key] for k in STEPS], w, color=color,
-                   label=f"{label} (measured)")
-            ax.scatter(xs + off, [details[f"k={k}"][th_key] for k in STEPS], color="black",
-                       marker="_", s=400, zorder=3)
+        for off, key, ci_key, th_key, color, label in (
+                (-0.18, "shallow_loss", "shallow_ratio_ci", "loss_alpha", COLORS["shallow"],
+                 "shallow, measured"),
+                (0.18, "deep_loss", "deep_ratio_ci", "loss_star", COLORS["deep"],
+                 "deep (top layer), measured")):
+            mean = np.array([details[f"k={k}"][key] for k in STEPS])
+            th = np.array([details[f"k={k}"][th_key] for k in STEPS])
+            ci = np.array([details[f"k={k}"][ci_key] for k in STEPS]) * th[:, None]
+            ax.errorbar(xs + off, mean, yerr=[mean - ci[:, 0], ci[:, 1] - mean], fmt="o",
+                        color=color, capsize=4, ms=6, zorder=3,
+                        label=f"{label} (mean, 95% CI, n = {N} tasks)")
+            ax.hlines(th, xs + off - 0.12, xs + off + 0.12, color=COLORS["theory"], lw=2.5,
+                      zorder=2, gid="theory",
+                      label="theory: E ℒ_k(αI), min_P E ℒ_k(P)" if off > 0 else None)
         ax.set_xticks(xs, [f"k = {k}" for k in STEPS])
-        ax.set_ylabel(f"post-adaptation loss ({N} fresh tasks); — theory")
+        ax.set_xlim(-0.6, len(STEPS) - 0.4)
+        ax.set_ylim(0, None)
+        ax.set_ylabel("post-adaptation loss on fresh tasks")
         ax.set_title("Depth helps with k inner steps")
-        ax.legend()
+        legend_outside(ax)
 
     figures = save_figure(ctx.out_dir, "claim7_depth_helps_k_steps", draw)
     assert headline is not None
