@@ -101,9 +101,10 @@ def capture_figures() -> Iterator[dict[str, Any]]:
 
 
 def legend_outside(ax: Any, **kw: Any) -> Any:
-    """A legend to the right of the axes, outside the data area (so it never covers a data
-    point or a theory line); ``kw`` go to :meth:`~matplotlib.axes.Axes.legend`."""
-    return ax.legend(**{"loc": "upper left", "bbox_to_anchor": (1.02, 1.0),
+    """A legend below the axes, outside the data area (so it never covers a data point or a
+    theory line, and the axes keep the figure's width); ``kw`` go to
+    :meth:`~matplotlib.axes.Axes.legend`. :func:`save_figure` keeps it in the image."""
+    return ax.legend(**{"loc": "upper center", "bbox_to_anchor": (0.5, -0.12),
                         "borderaxespad": 0.0, "fontsize": 8, **kw})
 
 
@@ -125,7 +126,7 @@ def save_figure(out_dir: Path | None, name: str, draw: Callable[[Any], None],
             draw(ax)
             fig.tight_layout()
             buf = io.BytesIO()
-            fig.savefig(buf, format="png")
+            fig.savefig(buf, format="png", bbox_inches="tight")
         finally:
             plt.close(fig)  # out of pyplot's registry; a captured figure stays usable
     if keep and _CAPTURED is not None:
@@ -235,7 +236,7 @@ def _text_boxes(ax: Any, renderer: Any, skip: Any = None) -> list[Any]:
 def place_legend(ax: Any, prefer: str | None = None, **kw: Any) -> Any:
     """The legend of ``ax`` at the first location (``prefer`` first, then
     :data:`LEGEND_LOCATIONS`) where its box covers no data point (:func:`display_points`)
-    and no text of the axes; outside the axes on the right (:func:`legend_outside`) when no
+    and no text of the axes; outside the axes, below them (:func:`legend_outside`) when no
     inside location is free. Call when everything else is drawn and the limits are final."""
     fig = ax.figure
     fig.draw_without_rendering()
