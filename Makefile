@@ -118,7 +118,7 @@ docs: $(DOCS_STAMP) $(KATEX)
 # Refresh the claims page's committed snapshot (docs/_data/claims-quick.json): one quick-budget
 # validation run, trimmed to what the page shows.
 docs-snapshot: $(STAMP)
-	$(BIN)/maml-depth validate --budget quick --device $(DEVICE) --out build/docs/validate --no-progress
+	$(BIN)/maml-depth validate --suite all --budget quick --device $(DEVICE) --out build/docs/validate --no-progress
 	$(PY) docs/_tooling/snapshot.py build/docs/validate/report.json docs/_data/claims-quick.json
 
 # Public names without a docstring (pydocstyle D100-D104: public modules, classes, methods,

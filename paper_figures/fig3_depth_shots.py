@@ -191,8 +191,8 @@ def render(data: FigureData) -> Any:
     mean, low, high = interval_arrays(data["ref_depth_all"])
     exact = np.asarray(data["ref_depth_all_exact"], dtype=bool).reshape(-1)
     where = ", ".join(f"L = {int(L)}" for L, e in zip(depths, exact, strict=False) if not e)
-    ref_label = ("all adapted, exact E ℒ at the nets' weights"
-                 + (f" (Monte Carlo, {m['mc_tasks']} tasks, at {where})" if where else ""))
+    ref_label = ("all adapted: exact E ℒ at the weights"
+                 + (f" ({where}: Monte Carlo)" if where else ""))
     ax.plot(depths, mean, ":", color=C["deep-all"], lw=1.6, marker="x", ms=6, label=ref_label)
     mean, low, high = interval_arrays(data["measured_depth_top"])
     style.errorbars(ax, depths, mean, low, high, color=C["deep"], offset=-0.06,

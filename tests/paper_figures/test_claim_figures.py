@@ -187,3 +187,43 @@ def test_sweep_error_bars_stay_above_zero_and_legend_off_the_data(sweep_figure: 
             assert np.min(np.asarray(seg)[:, 1]) >= 0.0
     problems = overlaps_in_boxes(fig)
     assert not problems, "\n".join(problems)
+
+
+@pytest.fixture(scope="module")
+def claim7_figure(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    """Claim 7 (k inner steps) run once at :data:`MICRO`: ``(result, figure)``."""
+    from maml_depth.validation import CLAIMS, Budget, RunContext, run_claim
+
+    out = tmp_path_factory.mktemp("claim7")
+    budget = Budget("micro", **MICRO)  # type: ignore[arg-type]
+    with capture_figures() as figs:
+        res = run_claim(CLAIMS["depth-helps-k-steps"],
+                        RunContext("depth-helps-k-steps", budget, seed=0, out_dir=out))
+    return res, figs["claim7_depth_helps_k_steps"]
+
+
+def test_claim7_theory_segments_are_the_k_step_theory(claim7_figure: Any) -> None:
+    """The black segments of claim 7's figure are ``E ℒ_k(αI)`` (shallow, k-step loss at the
+    fixed step, recomputed here through ``expected_loss(steps=k)`` at ``W = W̄``) and
+    ``min_P E ℒ_k(P)`` (deep: the numeric optimum recomputed here), for k = 2, 3."""
+    from maml_depth.validation.claim_depth_helps_k_steps import SETTING, STEPS
+
+    res, fig = claim7_figure
+    assert res.verdict != "error", res.details.get("traceback")
+    s = SETTING
+    fam = s.family(0)
+    S, La, Wb = fam.Sigma.numpy(), fam.Lam.numpy(), fam.W_bar.numpy()
+    want = []
+    for k in STEPS:
+        want.append(expected_loss(Wb, W_bar=Wb, Sigma=S, Lam=La, sigma=s.sigma, n=s.n,
+                                  alpha=s.alpha, steps=k))
+    for k in STEPS:
+        want.append(optimal_preconditioner(S, La, s.sigma, s.n, "full", steps=k).loss)
+    segs = [c for ax in fig.axes for c in ax.collections if c.get_gid() == "theory"]
+    drawn = sorted(float(seg[0][1]) for c in segs for seg in c.get_segments())
+    np.testing.assert_allclose(drawn, sorted(want), rtol=1e-6)
+
+
+def test_claim7_legend_keeps_off_the_data(claim7_figure: Any) -> None:
+    _, fig = claim7_figure
+    assert overlaps_in_boxes(fig) == []
