@@ -28,7 +28,7 @@ import torch
 from maml_depth.common import stats
 from maml_depth.common.budgets import Budget
 from maml_depth.common.executors import torch_threads
-from maml_depth.common.plots import save_figure
+from maml_depth.common.plots import COLORS, legend_outside, save_figure
 from maml_depth.common.settings import DEPTH_HELPS, LinearSetting, describe
 from maml_depth.numerics import (
     DeepLinear,
@@ -120,13 +120,15 @@ def _run(ctx: RunContext) -> ClaimResult:
         vals = [details[f"adapt={a}"]["ratio"] for a in CASES]
         err = [[v - iv.low for v, iv in zip(vals, ivs, strict=True)],
                [iv.high - v for v, iv in zip(vals, ivs, strict=True)]]
-        ax.errorbar(labels, vals, yerr=err, fmt="o", color="#0072B2", capsize=6,
+        ax.errorbar(labels, vals, yerr=err, fmt="o", color=COLORS["deep"], capsize=6,
                     label="measured / exact (95% CI)")
-        ax.axhspan(1 - TOL, 1 + TOL, color="#009E73", alpha=0.15, label=f"1 ± {TOL}")
-        ax.axhline(1.0, color="black", lw=0.8)
+        ax.axhspan(1 - TOL, 1 + TOL, color=COLORS["meta-sgd"], alpha=0.15,
+                   label=f"pass band 1 ± {TOL}")
+        ax.axhline(1.0, color=COLORS["theory"], lw=0.8, gid="theory",
+                   label="theory: measured = expected_deep_loss")
         ax.set_ylabel(f"measured / expected_deep_loss ({N} fresh tasks)")
         ax.set_title("Several adapted layers: exact expected loss")
-        ax.legend()
+        legend_outside(ax)
 
     figures = save_figure(ctx.out_dir, "claim8_all_layers_exact", draw)
     return ctx.result(

@@ -227,3 +227,26 @@ def test_claim7_theory_segments_are_the_k_step_theory(claim7_figure: Any) -> Non
 def test_claim7_legend_keeps_off_the_data(claim7_figure: Any) -> None:
     _, fig = claim7_figure
     assert overlaps_in_boxes(fig) == []
+
+
+@pytest.mark.slow
+def test_claim8_figure_draws_the_exact_reference_and_keeps_its_legend_off_the_data(
+        tmp_path: Path) -> None:
+    """Claim 8's figure: the theory line is the ratio 1 (measured = expected_deep_loss), each
+    point is the claim's own measured/exact ratio, and the legend covers no data."""
+    from maml_depth.validation import CLAIMS, Budget, RunContext, run_claim
+    from maml_depth.validation.claim_all_layers_exact import CASES
+
+    budget = Budget("micro", **MICRO)  # type: ignore[arg-type]
+    with capture_figures() as figs:
+        res = run_claim(CLAIMS["all-layers-exact"],
+                        RunContext("all-layers-exact", budget, seed=0, out_dir=tmp_path))
+    assert res.verdict != "error", res.details.get("traceback")
+    fig = figs["claim8_all_layers_exact"]
+    theory = _theory_lines(fig)
+    assert len(theory) == 1 and set(theory[0].get_ydata()) == {1.0}
+    points = [ln for ax in fig.axes for ln in ax.get_lines() if ln.get_marker() == "o"]
+    drawn = np.concatenate([np.asarray(ln.get_ydata(), dtype=float) for ln in points])
+    want = [res.details[f"adapt={a}"]["ratio"] for a in CASES]
+    np.testing.assert_allclose(drawn, want, rtol=1e-12)
+    assert overlaps_in_boxes(fig) == []
