@@ -13,7 +13,8 @@ _MARK = {"pass": "✅ pass", "fail": "❌ fail", "inconclusive": "⚠️ inconcl
          "error": "💥 error", "not available": "— not available"}
 
 
-def _fmt(x: Any) -> str:
+def format_value(x: Any) -> str:
+    """A report cell: ``—`` for a missing value, 4 significant digits for a float."""
     if x is None:
         return "—"
     if isinstance(x, float):
@@ -31,9 +32,10 @@ def render_markdown(results: list[ClaimResult], meta: dict[str, Any]) -> str:
     lines.append("| id | claim | verdict | measured | theory | 95% CI | n | seconds |")
     lines.append("|---|---|---|---|---|---|---|---|")
     for r in results:
-        ci = f"[{_fmt(r.ci[0])}, {_fmt(r.ci[1])}]" if r.ci else "—"
+        ci = f"[{format_value(r.ci[0])}, {format_value(r.ci[1])}]" if r.ci else "—"
         lines.append(f"| {r.id} | {r.title} | {_MARK.get(r.verdict, r.verdict)} | "
-                     f"{_fmt(r.measured)} | {_fmt(r.theory)} | {ci} | {_fmt(r.n)} | "
+                     f"{format_value(r.measured)} | {format_value(r.theory)} | {ci} | "
+                     f"{format_value(r.n)} | "
                      f"{r.seconds:.1f} |")
     lines.append("")
     for r in results:

@@ -201,14 +201,6 @@ def _esc(text: str) -> str:
     return re.sub(r"([\\*_|\[\]])", r"\\\1", text).replace("<", "&lt;")
 
 
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "—"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
 def _result_markdown(res: dict[str, Any] | None, snapshot: dict[str, Any],
                      budgets: tuple[str, ...]) -> str:
     if res is None:
@@ -217,15 +209,18 @@ def _result_markdown(res: dict[str, Any] | None, snapshot: dict[str, Any],
             return (f"**not run** (the snapshot's budget is `{budget}`; this claim runs with "
                     f"{' or '.join(f'`{b}`' for b in budgets)})")
         return "**not run** (no result in the committed snapshot)"
+    from maml_depth.validation.report import format_value
+
     parts = [f"**{res['verdict']}**"]
     if res.get("measured") is not None or res.get("theory") is not None:
-        parts.append(f"measured {_fmt(res.get('measured'))}, theory {_fmt(res.get('theory'))}")
+        parts.append(f"measured {format_value(res.get('measured'))}, "
+                     f"theory {format_value(res.get('theory'))}")
     if res.get("ci"):
         lo, hi = res["ci"]
         level = res.get("ci_level")
         lev = f"{100 * level:.0f}% " if isinstance(level, float) else ""
         n = f", n = {res['n']}" if res.get("n") is not None else ""
-        parts.append(f"{lev}CI [{_fmt(lo)}, {_fmt(hi)}]{n}")
+        parts.append(f"{lev}CI [{format_value(lo)}, {format_value(hi)}]{n}")
     if res.get("effect"):
         parts.append(f"({_esc(res['effect'])})")
     line = "; ".join(parts)

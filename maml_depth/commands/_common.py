@@ -18,15 +18,26 @@ DEVICE_HELP = "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-def nonneg_int(text: str) -> int:
-    """argparse type: an integer ≥ 0 (seeds)."""
+def _int_at_least(text: str, minimum: int) -> int:
+    """``int(text)`` if it is ≥ ``minimum``, else an argparse error saying what is accepted."""
+    what = "a positive integer" if minimum == 1 else f"an integer ≥ {minimum}"
     try:
         v = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer ≥ 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if v < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return v
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer ≥ 0 (seeds)."""
+    return _int_at_least(text, 0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer ≥ 1 (counts such as workers)."""
+    return _int_at_least(text, 1)
 
 
 def check_device(option: str, value: str) -> str:

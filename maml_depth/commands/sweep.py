@@ -14,17 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from maml_depth.commands._common import positive_int
+
 HELP = "run a sweep of meta-training experiments from a TOML file (resumable; local or Dask)"
-
-
-def _positive(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return v
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -39,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", metavar="ADDRESS", default=None,
                    help="address of a running Dask scheduler, e.g. tcp://10.0.0.1:8786 "
                         "(implies --executor dask)")
-    p.add_argument("--workers", type=_positive, default=None, metavar="N",
+    p.add_argument("--workers", type=positive_int, default=None, metavar="N",
                    help="worker processes of the local pool / Dask LocalCluster "
                         "(default: CPU count)")
     p.add_argument("--resume", action="store_true", help="skip the points already stored")
