@@ -52,6 +52,7 @@ import torch
 from torch import Tensor
 
 from maml_depth.errors import InvalidArgumentError
+from maml_depth.theory.moments import set_partitions
 
 __all__ = [
     "Derivation",
@@ -268,17 +269,6 @@ def _canonical(cycle: list[str]) -> Word:
     return min(min(w[i:] + w[:i] for i in range(k)), min(r[i:] + r[:i] for i in range(k)))
 
 
-def _set_partitions(items: list[int]) -> Iterator[list[list[int]]]:
-    if not items:
-        yield []
-        return
-    first, rest = items[0], items[1:]
-    for part in _set_partitions(rest):
-        for i in range(len(part)):
-            yield [*part[:i], [first, *part[i]], *part[i + 1:]]
-        yield [[first], *part]
-
-
 def _falling(n: int, b: int) -> int:
     return math.prod(range(n - b + 1, n + 1))
 
@@ -483,7 +473,7 @@ def _expect_one(words: tuple[Word, ...], mode: str, n: int | None, ff_as_power: 
     if n is None:
         raise InvalidArgumentError("expect(mode='partitions') needs a numeric n")
     zs = groups.get("Z", [])
-    for part in _set_partitions(list(range(nsamples))):
+    for part in set_partitions(list(range(nsamples))):
         b = len(part)
         weight = Fraction(n**b if ff_as_power else _falling(n, b), n**jpow)
         if weight == 0:

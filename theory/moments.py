@@ -155,12 +155,14 @@ def symbolic_matrix(name: str, rows: int, cols: int | None = None, *,
     return sp.Matrix(rows, cols, lambda i, j: entry(i, j))
 
 
-def _set_partitions(items: list[int]) -> Iterator[list[list[int]]]:
+def set_partitions(items: list[int]) -> Iterator[list[list[int]]]:
+    """Every partition of ``items`` into non-empty blocks, each once (Bell(len(items)) of
+    them)."""
     if not items:
         yield []
         return
     first, rest = items[0], items[1:]
-    for part in _set_partitions(rest):
+    for part in set_partitions(rest):
         yield [[first], *part]
         for k in range(len(part)):
             yield [*part[:k], [first, *part[k]], *part[k + 1:]]
@@ -230,7 +232,7 @@ class RegressionMoments:
             return (m + a, m + b) if kind == "s" else (a, m + b)
 
         total: sp.Expr = sp.Integer(0)
-        for blocks in _set_partitions(list(range(len(key)))):
+        for blocks in set_partitions(list(range(len(key)))):
             term = _falling(self.n, len(blocks))
             for block in blocks:
                 term *= self._sample([c for r in block for c in coords(key[r])])
