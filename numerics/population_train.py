@@ -6,7 +6,7 @@ post-adaptation loss over the task family is an exact function of the layer weig
 docs/theory/expected-loss.md#closed-form with
 ``L = A_jA_jᵀ``, ``R = B_jᵀB_j`` for one layer and one step, the exact Wick expectation of
 docs/theory/exact-expectation.md otherwise, within its reach: one adapted layer with
-k ≤ 3, or one step with up to three adapted layers). This module minimises it with L-BFGS
+k ≤ 4, or one step with up to four adapted layers). This module minimises it with L-BFGS
 (strong Wolfe line search) — the deterministic counterpart of
 :func:`maml_depth.numerics.meta_train`.
 

@@ -8,8 +8,9 @@ Setting: the linear regression of docs/theory/expected-loss.md#optimal-precondit
   and ``E ℒ(P*)`` from L = 2 on (the frozen layers below can form any PSD preconditioner).
   All layers adapted: the reference is the expected loss of the same meta-trained networks,
   exact where the exact-expectation engine reaches (:func:`reference_all_adapted`:
-  :func:`maml_depth.theory.expected_deep_loss`, one step with up to three adapted layers,
-  so L ≤ 3; docs/theory/exact-expectation.md) and beyond it (L ≥ 4) a Monte Carlo estimate
+  :func:`maml_depth.theory.expected_deep_loss`, one step with up to four adapted layers,
+  so L ≤ 4 — L = 4 derives for minutes once, then comes from the disk cache;
+  docs/theory/exact-expectation.md#reach) and beyond it (L ≥ 5) a Monte Carlo estimate
   (:func:`maml_depth.numerics.monte_carlo_deep_loss`, exact population query loss),
   labelled as such (``ref_depth_all_exact``, ``meta["ref_depth_all"]``). Points: networks
   meta-trained on sampled tasks and adapted with autograd on fresh tasks, mean and 95%

@@ -27,3 +27,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 # Two CPU cores on CI: keep torch from oversubscribing them.
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# The exact engine keeps slow derivations in a disk cache (theory.exact_expectation):
+# tests use a private one unless the caller names one (MAML_DEPTH_CACHE).
+if "MAML_DEPTH_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["MAML_DEPTH_CACHE"] = tempfile.mkdtemp(prefix="maml-depth-test-cache-")

@@ -25,14 +25,19 @@ their values):
    folded into the Gaussians: ``α Σ̂`` and ``α E`` are ``Σ̂`` and ``E`` for inputs of
    covariance ``αΣ`` and noise of variance ``ασ²`` (eq. 8), so the words carry integer
    coefficients only.
-2. **Pairings** (:func:`expect`): for every pair of words, all matchings, their cycles
-   canonicalised (rotation and reversal with transposition) and equal terms collected.
+2. **Pairings** (:func:`expect`): for every pair of words, the matchings of ``Z`` and
+   ``N``; then each distinct product in ``X`` by the memoised Stein recursion of
+   :mod:`maml_depth.theory.stein`; cycles canonicalised (rotation and reversal with
+   transposition) and equal terms collected.
 3. **Evaluation** (:class:`Derivation`): the distinct cycles' traces (float64 numpy, or
    torch — differentiable) and one weighted sum.
 
-Every entry point counts the matchings before enumerating them and refuses beyond
-``max_terms`` with a one-line :class:`~maml_depth.errors.InvalidArgumentError` naming the
-count and ``monte_carlo_loss`` / ``monte_carlo_deep_loss``; it never samples.
+Every entry point refuses — with a one-line :class:`TermLimitError` (an
+:class:`~maml_depth.errors.InvalidArgumentError`) naming ``monte_carlo_loss`` /
+``monte_carlo_deep_loss`` — a structure beyond the reach (more than :data:`MAX_FACTORS`
+factors ``Σ̂``, ``E`` in one trace product: counted before any enumeration) and an
+expectation with more than ``max_terms`` distinct terms; it never samples. Slow derivations
+are kept in a disk cache (docs/theory/exact-expectation.md#reach).
 
 References: docs/theory/exact-expectation.md; Isserlis (1918); Arnold, Iqbal, Sha
 (AISTATS 2021), §3.
@@ -41,18 +46,27 @@ References: docs/theory/exact-expectation.md; Isserlis (1918); Arnold, Iqbal, Sh
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
+import pickle
+import sys
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
+from maml_depth._io import atomic_write_bytes
 from maml_depth.errors import InvalidArgumentError
 from maml_depth.theory.moments import set_partitions
+from maml_depth.theory.stein import SteinRecursion, TooManyTerms
 
 __all__ = [
     "Derivation",
@@ -68,12 +82,10 @@ __all__ = [
 Word = tuple[str, ...]
 
 #: Gaussian letters and the (row, column) dimensions of their ports
-GAUSSIAN_DIMS: dict[str, tuple[str, str]] = {"X": ("d", "n"), "N": ("m", "n"), "Z": ("m", "d"),
-                                             "Xa": ("d", "n")}
+GAUSSIAN_DIMS: dict[str, tuple[str, str]] = {"X": ("d", "n"), "N": ("m", "n"), "Z": ("m", "d")}
 #: covariance letters ``(U, V)`` of ``E[Y_ia Y_jb] = U_ij V_ab`` ("" = identity); N's
 #: ``U = ασ² I_m`` is the scalar counted by the σ-power of a term
-GAUSSIAN_COV: dict[str, tuple[str, str]] = {"X": ("Sa", ""), "N": ("", ""), "Z": ("", "Lam"),
-                                            "Xa": ("Sa", "")}
+GAUSSIAN_COV: dict[str, tuple[str, str]] = {"X": ("Sa", ""), "N": ("", ""), "Z": ("", "Lam")}
 #: letters that are symmetric matrices (their transpose is themselves)
 SYMMETRIC = frozenset({"S", "Sa", "Lam"})
 #: private switch of the broken-variant tests: drop the pairing of the first ``X`` with the
@@ -82,7 +94,8 @@ _DROP_LAST_X_PAIRING = False
 
 
 class TermLimitError(InvalidArgumentError):
-    """The exact expectation needs more Wick pairings than ``max_terms`` allows."""
+    """The exact expectation is beyond the engine's reach (:data:`MAX_FACTORS`) or has more
+    terms than ``max_terms`` allows."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,8 +294,10 @@ def expect(
     *,
     mode: Literal["wick", "direct", "partitions"] = "wick",
     n: int | None = None,
+    max_terms: int | None = None,
+    progress: str | None = None,
     _ff_as_power: bool = False,
-) -> dict[Key, dict[int, Fraction]]:
+) -> dict[Key, dict[int, Fraction | int]]:
     """Exact ``E[Σ c Π_i tr(w_i)]`` over the Gaussian letters (eq. 4–6).
 
     ``products``: ``(c, (w_1, w_2, …))`` — integer coefficient and trace words. Returns
@@ -300,8 +315,13 @@ def expect(
     ``n(n−1)…(n−b+1)/n^j`` and the matchings of the sample vectors inside each block — an
     independent enumeration of the same number (``_ff_as_power``, private: the broken
     ``n^b`` weight of the tests). All three agree exactly (tested).
+
+    ``max_terms`` (wick mode): stop with :class:`TermLimitError` as soon as the expectation
+    has more distinct terms than this (the result, or one memoised sub-expectation of the
+    recursion). ``progress``: a label for a progress bar on stderr over the distinct
+    products in ``X`` (shown only when the derivation takes more than a few seconds).
     """
-    out: dict[Key, dict[int, Fraction]] = {}
+    out: dict[Key, dict[int, Fraction | int]] = {}
 
     def add(key: Key, p: int, c: Fraction | int) -> None:
         slot = out.setdefault(key, {})
@@ -317,13 +337,38 @@ def expect(
                 xs = tuple(sorted(c for c in cyc if _has_x(c)))
                 fs = tuple(c for c in cyc if not _has_x(c))
                 staged.setdefault(xs, Counter())[(fs, sp, p)] += coef * int(w)
-        for xs, entries in staged.items():
-            inner = _stein(xs)
+        engine = _stein_engine()
+        engine.max_result = max_terms
+        names: dict[int, Word] = {}
+        # fewest X first: the small sub-expectations are memoised before the large ones
+        order = sorted(staged, key=lambda xs: sum(map(_count_x, xs)))
+        for xs in tqdm(order, desc=progress or "", disable=progress is None, delay=3,
+                       leave=False, unit="product", file=sys.stderr):
+            entries = staged[xs]
+            try:
+                res = engine.expect([engine.encode(c) for c in xs])
+            except TooManyTerms as exc:
+                raise TermLimitError(
+                    f"the exact expectation has more than max_terms = {max_terms:,} terms "
+                    f"(one sub-expectation alone has {exc.args[0]:,})") from None
+            inner: dict[tuple[tuple[Word, ...], int], int] = {}
+            for ids, p2, c2 in engine.terms(res):
+                for i in ids:
+                    if i not in names:
+                        names[i] = _canonical(list(engine.decode(engine.cycles[i])))
+                inner[(tuple(names[i] for i in ids), p2)] = c2
             for (fs, sp, p1), c1 in entries.items():
                 if c1 == 0:
                     continue
                 for (fs2, p2), c2 in inner.items():
-                    add((tuple(sorted(fs + fs2)), sp), p1 + p2, c1 * c2)
+                    key = (tuple(sorted(fs + fs2)), sp)
+                    slot = out.get(key)
+                    if slot is None:
+                        slot = out[key] = {}
+                    slot[p1 + p2] = slot.get(p1 + p2, 0) + c1 * c2
+            if max_terms is not None and len(out) > max_terms:
+                raise TermLimitError(
+                    f"the exact expectation has more than max_terms = {max_terms:,} terms")
     else:
         for coef, words in products:
             if coef == 0:
@@ -334,35 +379,31 @@ def expect(
             if any(c != 0 for c in v.values())}
 
 
+_ENGINE: list[SteinRecursion] = []
+
+
+def _stein_engine() -> SteinRecursion:
+    """The memoised Stein recursion shared by every derivation (reset by
+    :func:`clear_caches`)."""
+    if not _ENGINE:
+        raw = os.environ.get("MAML_DEPTH_STEIN_MEMO_MB", "1000")
+        try:
+            memo_mb = float(raw)
+        except ValueError:
+            memo_mb = -1.0
+        if not math.isfinite(memo_mb) or memo_mb <= 0:
+            raise InvalidArgumentError(
+                f"MAML_DEPTH_STEIN_MEMO_MB must be a positive number of MiB, got {raw!r}")
+        _ENGINE.append(SteinRecursion(tp, drop_last=_DROP_LAST_X_PAIRING, memo_mb=memo_mb))
+    return _ENGINE[0]
+
+
 def _has_x(cycle: Word) -> bool:
     return any(a in ("X", "X'") for a in cycle)
 
 
-@functools.lru_cache(maxsize=200_000)
-def _stein(state: tuple[Word, ...]) -> dict[tuple[tuple[Word, ...], int], int]:
-    """``E_X`` of a product of traces whose only Gaussian letter is ``X`` (eq. 13):
-    ``{(fixed cycles, p): c}`` for ``Σ c n^p Π tr``. Pairs the first ``X`` with each other
-    ``X`` (Stein's identity / one Wick contraction), recursing on the canonical remainder."""
-    if not state:
-        return {((), 0): 1}
-    w0 = state[0]
-    i0 = next(i for i, a in enumerate(w0) if a in ("X", "X'"))
-    out: Counter[tuple[tuple[Word, ...], int]] = Counter()
-    partners = [(wi, i) for wi, w in enumerate(state) for i, a in enumerate(w)
-                if a in ("X", "X'") and (wi, i) != (0, i0)]
-    if _DROP_LAST_X_PAIRING:
-        partners = partners[:-1]
-    for wi, i in partners:
-        words = [list(x) for x in state]
-        words[0][i0] = words[0][i0].replace("X", "Xa")
-        words[wi][i] = words[wi][i].replace("X", "Xa")
-        for (cyc, _), p, _w in _expect_one(tuple(tuple(x) for x in words), "wick", None,
-                                            False, active=("Xa",)):
-            xs = tuple(sorted(c for c in cyc if _has_x(c)))
-            fs = tuple(c for c in cyc if not _has_x(c))
-            for (fs2, p2), c2 in _stein(xs).items():
-                out[(tuple(sorted(fs + fs2)), p + p2)] += c2
-    return {k: v for k, v in out.items() if v != 0}
+def _count_x(cycle: Word) -> int:
+    return sum(1 for a in cycle if a in ("X", "X'"))
 
 
 def _expect_one(words: tuple[Word, ...], mode: str, n: int | None, ff_as_power: bool,
@@ -404,7 +445,7 @@ def _expect_one(words: tuple[Word, ...], mode: str, n: int | None, ff_as_power: 
                 sample_of[p] = sample_of[q] = nsamples
                 nsamples += 1
     fixed_key = [_canonical(list(c)) for c in fixed_cycles]
-    n_xn = sum(1 for b in occ_base if b in ("X", "N", "Xa"))
+    n_xn = sum(1 for b in occ_base if b in ("X", "N"))
     jpow = n_xn // 2
     if mode != "wick" and nsamples * 2 != n_xn:
         raise AssertionError("Gaussian X/N letters must appear as X X' (Σ̂) or N X' (E)")
@@ -533,14 +574,22 @@ class Derivation:
     here; ``Sa`` = αΣ). Exact in ``n``: the rational weights are summed per term first.
     """
 
-    def __init__(self, terms: dict[Key, dict[int, Fraction]], pairings: int) -> None:
+    def __init__(self, terms: dict[Key, dict[int, Fraction | int]], pairings: int) -> None:
         cycles: dict[Word, int] = {}
-        self.rows: list[tuple[tuple[int, ...], int, dict[int, Fraction]]] = []
+        rows: list[tuple[tuple[int, ...], int, dict[int, Fraction | int]]] = []
         for (cyc, s), poly in terms.items():
             idx = tuple(cycles.setdefault(c, len(cycles)) for c in cyc)
-            self.rows.append((idx, s, poly))
-        self.cycles: list[Word] = list(cycles)
+            rows.append((idx, s, poly))
+        self._setup(list(cycles), rows, pairings, 0.0)
+
+    def _setup(self, cycles: list[Word],
+               rows: list[tuple[tuple[int, ...], int, dict[int, Fraction | int]]],
+               pairings: int, seconds: float) -> None:
+        self.cycles: list[Word] = cycles
+        self.rows = rows
         self.pairings = pairings
+        #: seconds the derivation took (0 when read from the disk cache)
+        self.seconds = seconds
         width = max((len(r[0]) for r in self.rows), default=0)
         pad = len(self.cycles)
         self.index = np.full((len(self.rows), max(width, 1)), pad, dtype=np.int64)
@@ -549,6 +598,18 @@ class Derivation:
         self.spow = np.array([r[1] for r in self.rows], dtype=np.int64)
         self._weights: dict[int, np.ndarray] = {}
 
+    def state(self) -> tuple[Any, ...]:
+        """Plain data (for the disk cache): cycles, rows, raw pairings, seconds."""
+        return (self.cycles, self.rows, self.pairings, self.seconds)
+
+    @classmethod
+    def from_state(cls, state: tuple[Any, ...]) -> Derivation:
+        """The derivation of :meth:`state`'s data."""
+        cycles, rows, pairings, seconds = state
+        der = cls.__new__(cls)
+        der._setup(list(cycles), list(rows), int(pairings), float(seconds))
+        return der
+
     def __len__(self) -> int:
         return len(self.rows)
 
@@ -556,9 +617,7 @@ class Derivation:
         """Each term's exact rational weight ``Σ_p c_p n^p`` at this ``n``, as float64
         (summed exactly in rationals, then rounded once; memoised per ``n``)."""
         if n not in self._weights:
-            self._weights[n] = np.array([
-                float(sum((c * Fraction(n) ** p for p, c in poly.items()), Fraction(0)))
-                for _, _, poly in self.rows])
+            self._weights[n] = np.array([_exact_float(poly, n) for _, _, poly in self.rows])
         return self._weights[n]
 
     def value(self, letters: dict[str, Any], n: int, sigma2a: Any, *, m: int, d: int) -> Any:
@@ -588,6 +647,15 @@ class Derivation:
         prods = ve[self.index].prod(axis=1)
         np_factor = float(sigma2a) ** self.spow
         return float(np.sum(prods * np_factor * w))
+
+
+def _exact_float(poly: dict[int, Any], n: int) -> float:
+    """``Σ_p c_p n^p`` summed exactly (integers, or rationals), rounded once to float64."""
+    if all(isinstance(c, int) for c in poly.values()):
+        low = min(poly)
+        num = sum(c * n ** (p - low) for p, c in poly.items())
+        return float(num * n**low) if low >= 0 else num / n ** (-low)
+    return float(sum((c * Fraction(n) ** p for p, c in poly.items()), Fraction(0)))
 
 
 def _trace_values(cycles: list[Word], letters: dict[str, Any], *, m: int, d: int,
@@ -628,47 +696,37 @@ def _trace_values(cycles: list[Word], letters: dict[str, Any], *, m: int, d: int
 
 
 def clear_caches() -> None:
-    """Forget every cached derivation (after toggling a private switch in the tests)."""
-    _stein.cache_clear()
-    _cached_derivation.cache_clear()
+    """Forget every cached derivation held in memory (after toggling a private switch in
+    the tests); the disk cache is keyed by the switches and stays valid."""
+    _ENGINE.clear()
+    _DERIVATIONS.clear()
+    structure_size.cache_clear()
 
 
-def check_count(count: int, max_terms: int, what: str, mc: str) -> None:
-    """Raise :class:`TermLimitError` (one line) when ``count > max_terms``."""
-    if count < 0:
-        raise TermLimitError(
-            f"{what}: the exact expectation needs far more than max_terms = {max_terms:,} "
-            f"Wick pairings (its words alone exceed it); estimate it with {mc}")
-    if count > max_terms:
-        raise TermLimitError(
-            f"{what}: the exact expectation needs {count:,} Wick pairings, more than "
-            f"max_terms = {max_terms:,}; raise max_terms or estimate it with {mc}")
+#: the reach of the engine (docs/theory/exact-expectation.md#reach): the most factors
+#: ``Σ̂`` and ``E`` one trace product of the loss may hold. Eight factors (one step of four
+#: adapted layers) derive in minutes; ten or more are refused whatever ``max_terms`` is.
+MAX_FACTORS = 8
+#: the most error words a structure may expand into before it is refused unexpanded
+MAX_WORDS = 20_000
+#: derivations slower than this (seconds) are kept in the disk cache
+_DISK_MIN_SECONDS = 2.0
+
+_DERIVATIONS: dict[tuple[str, tuple[Any, ...]], Derivation] = {}
 
 
-@functools.lru_cache(maxsize=64)
-def _cached_derivation(kind: str, spec: tuple[Any, ...], max_terms: int) -> Derivation:
-    err = _error_words(kind, spec)
-    assert err is not None
-    prods = loss_products(err)
-    count = sum(count_pairings(w) for _, w in prods)
-    what, mc = _labels(kind)
-    check_count(count, max_terms, what, mc)
-    return Derivation(expect(prods), count)
-
-
-def _error_words(kind: str, spec: tuple[Any, ...], limit: int = 10**18) -> MatPoly | None:
-    """The error words of a structure, or ``None`` when building them would already pass
-    ``limit`` (every pair of words is at least one term)."""
+def _error_words(kind: str, spec: tuple[Any, ...]) -> MatPoly | None:
+    """The error words of a structure, or ``None`` when they pass :data:`MAX_WORDS`."""
     if kind == "shallow":
         steps, has_L, has_R, omit = spec
-        return shallow_error_words(steps, has_L=has_L, has_R=has_R, _omit_noise_step=omit)
+        err = shallow_error_words(steps, has_L=has_L, has_R=has_R, _omit_noise_step=omit)
+        return err if len(err) <= MAX_WORDS else None
     depth, adapt, steps, sequential = spec
-    # every pair of words is at least one term: stop expanding past ~√(2·limit) words
-    cap = max(10_000, math.isqrt(2 * min(limit, 10**12)) * 8)
     try:
-        return deep_error_words(depth, adapt, steps, sequential=sequential, cap=cap)
+        err = deep_error_words(depth, adapt, steps, sequential=sequential, cap=MAX_WORDS)
     except _TooManyWords:
         return None
+    return err if len(err) <= MAX_WORDS else None
 
 
 def _labels(kind: str) -> tuple[str, str]:
@@ -677,34 +735,144 @@ def _labels(kind: str) -> tuple[str, str]:
     return "expected_deep_loss", "maml_depth.numerics.monte_carlo_deep_loss"
 
 
-def loss_derivation(kind: Literal["shallow", "deep"], spec: tuple[Any, ...], *,
-                    max_terms: int = 10**6) -> Derivation:
-    """The cached derivation of ``E tr((W' − W_t) Σ (W' − W_t)ᵀ)`` for a structure.
-
-    ``kind="shallow"``: ``spec = (steps, has_L, has_R, omit_noise_step)``;
-    ``kind="deep"``: ``spec = (depth, adapt, steps, sequential)``. The pairing count is
-    checked against ``max_terms`` *before* any enumeration (:class:`TermLimitError`).
-    """
-    what, mc = _labels(kind)
-    check_count(pairing_count(kind, spec, max_terms), max_terms, what, mc)  # before expanding
-    return _cached_derivation(kind, spec, 10**18)
+def _factors(word: Word) -> int:
+    """Factors ``Σ̂ = XXᵀ/n`` and ``E = NXᵀ/n`` in a word: ``(#X + #N) / 2``."""
+    return sum(1 for a in word if base(a) in ("X", "N")) // 2
 
 
 @functools.lru_cache(maxsize=256)
-def pairing_count(kind: Literal["shallow", "deep"], spec: tuple[Any, ...],
-                  limit: int = 10**18) -> int:
-    """The number of Wick matchings ``Σ Π_Y (#Y − 1)!!`` of the loss's trace products
-    (a measure of the problem; the staged evaluation does less work). Returns ``-1`` when
-    the words alone would exceed ``limit`` (then they are not built)."""
-    err = _error_words(kind, spec, limit)
-    if err is None or len(err) * (len(err) + 1) // 2 > limit:
-        return -1
+def structure_size(kind: Literal["shallow", "deep"], spec: tuple[Any, ...]
+                   ) -> tuple[int, int, int]:
+    """``(words, factors, pairings)`` of a structure, known before any enumeration: the
+    number of error words, the most factors ``Σ̂``, ``E`` in one trace product of the loss
+    (the engine's reach is :data:`MAX_FACTORS`), and the raw Wick pairings
+    ``Σ Π_Y (#Y − 1)!!`` of all trace products (a measure of the problem: the staged engine
+    enumerates far fewer). ``(-1, -1, -1)`` when the words pass :data:`MAX_WORDS`."""
+    err = _error_words(kind, spec)
+    if err is None:
+        return -1, -1, -1
+    items = list(err.terms)
+    factors = 2 * max((_factors(w) for w in items), default=0)
+    # the pairings of tr(u S vᵀ) depend on the Gaussian letter counts of u and v only:
+    # count the unordered pairs u ≤ v by those counts
+    sig = Counter(tuple(sum(1 for a in w if base(a) == y) for y in GAUSSIAN_DIMS)
+                  for w in items)
+    keys = sorted(sig)
     total = 0
-    items = sorted(err.terms)
-    for i, u in enumerate(items):
-        for v in items[i:]:
-            total += count_pairings([(*u, "S", *tp_word(v))])
-    return total
+    for i, a in enumerate(keys):
+        for b in keys[i:]:
+            pairs = sig[a] * (sig[a] + 1) // 2 if a == b else sig[a] * sig[b]
+            total += pairs * math.prod(_double_factorial(x + y) for x, y in zip(a, b, strict=True))
+    return len(items), factors, total
+
+
+def pairing_count(kind: Literal["shallow", "deep"], spec: tuple[Any, ...]) -> int:
+    """The raw Wick pairings of a structure's loss (``-1`` beyond :data:`MAX_WORDS`)."""
+    return structure_size(kind, spec)[2]
+
+
+def _cache_dir() -> Path | None:
+    """Where slow derivations are kept: ``$MAML_DEPTH_CACHE/exact`` (``off`` disables),
+    else ``$XDG_CACHE_HOME/maml-depth/exact`` or ``~/.cache/maml-depth/exact``."""
+    env = os.environ.get("MAML_DEPTH_CACHE")
+    if env is not None:
+        if env.strip().lower() in ("", "0", "off", "no", "false", "none"):
+            return None
+        return Path(env).expanduser() / "exact"
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "maml-depth" / "exact"
+
+
+@functools.lru_cache(maxsize=1)
+def _fingerprint() -> str:
+    """A hash of the engine's source: a changed engine never reads an old derivation."""
+    h = hashlib.sha256()
+    for path in (Path(__file__), Path(__file__).with_name("stein.py")):
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _cache_file(kind: str, spec: tuple[Any, ...]) -> Path | None:
+    folder = _cache_dir()
+    if folder is None:
+        return None
+    key = repr((kind, spec, _DROP_LAST_X_PAIRING, _fingerprint()))
+    return folder / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pkl"
+
+
+def _load(kind: str, spec: tuple[Any, ...]) -> Derivation | None:
+    path = _cache_file(kind, spec)
+    if path is None or not path.is_file():
+        return None
+    try:
+        with path.open("rb") as fh:
+            state = pickle.load(fh)
+        return Derivation.from_state(state)
+    except Exception:  # an unreadable or stale cache file is derived anew
+        return None
+
+
+def _store(kind: str, spec: tuple[Any, ...], der: Derivation) -> None:
+    path = _cache_file(kind, spec)
+    if path is None:
+        return
+    try:
+        atomic_write_bytes(path, pickle.dumps(der.state(), protocol=pickle.HIGHEST_PROTOCOL))
+    except OSError:  # a read-only home loses only the cache
+        pass
+
+
+def loss_derivation(kind: Literal["shallow", "deep"], spec: tuple[Any, ...], *,
+                    max_terms: int = 10**6) -> Derivation:
+    """The derivation of ``E tr((W' − W_t) Σ (W' − W_t)ᵀ)`` for a structure (cached in
+    memory, and on disk when it took more than a few seconds; see :func:`_cache_dir`).
+
+    ``kind="shallow"``: ``spec = (steps, has_L, has_R, omit_noise_step)``;
+    ``kind="deep"``: ``spec = (depth, adapt, steps, sequential)``.
+
+    Refusals (:class:`TermLimitError`, one line naming the Monte Carlo estimator): before
+    any enumeration, a structure beyond the reach — more than :data:`MAX_WORDS` error
+    words, or more than :data:`MAX_FACTORS` factors ``Σ̂``, ``E`` in one trace product;
+    during or after the derivation, an expectation with more than ``max_terms`` distinct
+    terms (products of traces; the evaluation's cost is proportional to them).
+
+    References: docs/theory/exact-expectation.md#reach.
+    """
+    what, mc = _labels(kind)
+    words, factors, raw = structure_size(kind, spec)
+    if words < 0:
+        raise TermLimitError(
+            f"{what}: beyond the exact engine's reach: the adapted map alone expands into "
+            f"more than {MAX_WORDS:,} words; estimate it with {mc}")
+    if factors > MAX_FACTORS:
+        raise TermLimitError(
+            f"{what}: beyond the exact engine's reach: one trace product of the loss holds "
+            f"{factors} factors Σ̂, E (the engine reaches {MAX_FACTORS}; {raw:,} raw Wick "
+            f"pairings); estimate it with {mc}")
+    key = (kind, spec)
+    der = _DERIVATIONS.get(key) or _load(kind, spec)
+    if der is None:
+        err = _error_words(kind, spec)
+        assert err is not None
+        t0 = time.perf_counter()
+        try:
+            terms = expect(loss_products(err), max_terms=max_terms,
+                           progress=f"deriving {what} {spec}")
+        except TermLimitError as exc:
+            raise TermLimitError(f"{what}: {exc}; raise max_terms or estimate it with {mc}"
+                                 ) from None
+        der = Derivation(terms, raw)
+        der.seconds = time.perf_counter() - t0
+        if der.seconds > _DISK_MIN_SECONDS:
+            _store(kind, spec, der)
+    _DERIVATIONS[key] = der
+    while len(_DERIVATIONS) > 64:
+        _DERIVATIONS.pop(next(iter(_DERIVATIONS)))
+    if len(der) > max_terms:
+        raise TermLimitError(
+            f"{what}: the exact expectation has {len(der):,} terms, more than max_terms = "
+            f"{max_terms:,}; raise max_terms or estimate it with {mc}")
+    return der
 
 
 def evaluate_loss(der: Derivation, letters: dict[str, Any], *, n: int, sigma: Any, alpha: Any,

@@ -189,8 +189,9 @@ def expected_loss(
     (docs/theory/exact-expectation.md#words): ``W_k − W_t = Σ_j C(k, j)(−1)^j
     (αL)^j (D − Z)(Σ̂R)^j + noise words``, a polynomial of degree ``2k`` in the data whose
     expectation is a finite sum, exact in ``n`` (unbatched; the derivation is cached per
-    ``(k, L given, R given)``; refused with a one-line error beyond ``max_terms`` Wick
-    pairings — then use ``maml_depth.numerics.monte_carlo_loss``).
+    ``(k, L given, R given)``; refused with a one-line error beyond the engine's reach of
+    eight factors ``Σ̂``, ``E`` per trace product (k ≤ 4) or beyond ``max_terms`` terms —
+    then use ``maml_depth.numerics.monte_carlo_loss``).
 
     With ``D = W − W̄``, ``M = RΣRᵀ``, ``K_n = (1 + 1/n) ΣMΣ + (1/n) tr(MΣ) Σ``::
 
@@ -213,9 +214,10 @@ def expected_loss(
         alpha: step size α (a float, or an array/tensor broadcasting over the batch).
         L: left (output-side) factor, ``(…, m, m)``; ``None`` = identity.
         R: right (input-side) factor, ``(…, d, d)``; ``None`` = identity.
-        steps: inner steps k ≥ 1 on the same support set (k ≤ 3 within the default
-            ``max_terms``: 24 260 pairings at k = 3).
-        max_terms: the most Wick pairings the exact expectation may enumerate (k > 1).
+        steps: inner steps k ≥ 1 on the same support set (exact for k ≤ 4: 2k factors
+            ``Σ̂``, ``E`` per trace product, the reach is 8; docs/theory/exact-expectation.md#reach).
+        max_terms: the most distinct terms (products of traces) the exact expectation may
+            have (k > 1).
 
     Returns:
         A float for unbatched numpy/array-like input, a numpy array for batched input, and a

@@ -175,10 +175,12 @@ def expected_deep_loss(
     exact in ``n``. One adapted layer ``j`` stays the Kronecker step ``L = A_jA_jᵀ``,
     ``R = B_jᵀB_j`` for every k (its factors do not change), so it is
     :func:`~maml_depth.theory.expected_loss` with ``steps = k`` (the closed form at k = 1,
-    = :func:`population_maml_loss`). Several layers expand into words: within the default
-    ``max_terms`` one step with two or three adapted layers (1 147 and 724 019 pairings);
-    four layers or several layers with k > 1 are refused — use
-    ``maml_depth.numerics.monte_carlo_deep_loss`` (an estimate) there.
+    = :func:`population_maml_loss`). Several layers expand into words: one step with up to
+    four adapted layers is exact (2r factors ``Σ̂``, ``E`` per trace product, the reach is 8;
+    four layers: 369 877 terms, a derivation of several minutes kept in the disk cache,
+    docs/theory/exact-expectation.md#reach); five layers, or several layers with k > 1, are
+    refused before any enumeration — use ``maml_depth.numerics.monte_carlo_deep_loss``
+    (an estimate) there.
 
     Args:
         weights: ``[W_1, …, W_L]``, ``W_j`` of shape ``(d_j, d_{j−1})`` (unbatched).
@@ -186,14 +188,15 @@ def expected_deep_loss(
         steps: inner steps k ≥ 1.
         W_bar, Sigma, Lam, sigma, n, alpha: the task family and step size, as in
             :func:`~maml_depth.theory.expected_loss` (``W_bar`` is ``(d_L, d_0)``).
-        max_terms: the most Wick pairings the exact expectation may enumerate.
+        max_terms: the most distinct terms (products of traces) the exact expectation may
+            have.
 
     Returns:
         A float for numpy input; a torch tensor (differentiable in the weights and α) when
         any weight (or α) is a tensor.
 
     Raises:
-        TermLimitError: the expectation needs more than ``max_terms`` pairings (one line
+        TermLimitError: beyond the reach, or more than ``max_terms`` terms (one line
             with the count; an :class:`~maml_depth.errors.InvalidArgumentError`).
         ShapeError, InvalidArgumentError: bad shapes or values (named).
 

@@ -13,6 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the options of ``maml-depth bench`` (see docs/benchmarks.md) to ``p``."""
     p.add_argument("--theory", action="store_true",
                    help="benchmark theory/ (symbolic derivation, closed form vs Monte Carlo)")
+    p.add_argument("--four-layers", action="store_true",
+                   help="with --theory: add the row of four adapted layers (one step; its "
+                        "exact derivation takes minutes once and is kept in the disk cache)")
     p.add_argument("--configs", default=None,
                    help="engine configs, e.g. small,large (None: every config)")
     p.add_argument("--peers", default=None,
@@ -58,8 +61,8 @@ def run(args: argparse.Namespace) -> int:
     if args.theory:
         from maml_depth.benchmarks import expected_loss, update_rule
 
-        for m in (update_rule, expected_loss):
-            tables += m.run()
+        tables += update_rule.run()
+        tables += expected_loss.run(four_layers=args.four_layers)
     else:
         configs = args.configs.split(",") if args.configs else None
         peers = args.peers.split(",") if args.peers else None

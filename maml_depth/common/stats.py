@@ -46,15 +46,26 @@ class Interval:
                 f"({100 * self.level:.0f}% {self.method}, n={self.n})")
 
 
-def mean_interval(x: Sequence[float] | np.ndarray, level: float = LEVEL) -> Interval:
-    """Student-t interval of the mean of ``x`` (n ≥ 2)."""
+def mean_interval(x: Sequence[float] | np.ndarray, level: float = LEVEL, *,
+                  lower: float | None = None) -> Interval:
+    """Student-t interval of the mean of ``x`` (n ≥ 2).
+
+    ``lower``: a bound the mean cannot pass (e.g. 0 for an error norm); the interval is cut
+    there — the cut interval covers the mean at least as often, since the mean lies above
+    the bound — and its method says so. Samples below ``lower`` are an error.
+    """
     a = np.asarray(x, dtype=np.float64).ravel()
     n = a.size
     if n < 2:
         raise InvalidArgumentError(f"a confidence interval needs at least 2 samples, got {n}")
+    if lower is not None and (a < lower).any():
+        raise InvalidArgumentError(
+            f"mean_interval: a sample lies below lower = {lower:g} (min {a.min():g})")
     m = float(a.mean())
     se = float(a.std(ddof=1) / math.sqrt(n))
     h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    if lower is not None and m - h < lower:
+        return Interval(m, lower, m + h, level, n, f"t-interval cut at {lower:g}")
     return Interval(m, m - h, m + h, level, n, "t-interval")
 
 

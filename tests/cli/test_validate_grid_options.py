@@ -87,10 +87,14 @@ def test_bench_theory_runs_both_theory_benchmarks(monkeypatch, capsys):
 
     called: list[str] = []
     monkeypatch.setattr(update_rule, "run", lambda: called.append("update_rule") or [])
-    monkeypatch.setattr(expected_loss, "run", lambda: called.append("expected_loss") or [])
+    monkeypatch.setattr(expected_loss, "run",
+                        lambda **kw: called.append(f"expected_loss {kw}") or [])
     assert main(["bench", "--theory"]) == 0
-    assert called == ["update_rule", "expected_loss"]
+    assert called == ["update_rule", "expected_loss {'four_layers': False}"]
     assert "not available" not in capsys.readouterr().out
+    called.clear()
+    assert main(["bench", "--theory", "--four-layers"]) == 0
+    assert called == ["update_rule", "expected_loss {'four_layers': True}"]
 
 
 def test_bench_theory_does_not_hide_a_broken_benchmark(monkeypatch):

@@ -122,19 +122,20 @@ def test_fig3_depth_and_shot_curves(built: dict[int, Any]) -> None:
         assert d[key].shape == (d.meta["seeds"], len(d["depths"]))
         assert np.isfinite(d[key]).all()
     assert d["measured_n_deep"].shape == (d.meta["seeds"], len(d["shots"]))
-    # the "all adapted" reference is exact inside the engine's reach (one step, ≤ 3 layers)
+    # the "all adapted" reference is exact inside the engine's reach (one step, ≤ 4 layers)
     exact = d["ref_depth_all_exact"]
-    assert exact.tolist() == [float(int(L) <= 3) for L in d["depths"]]
+    assert exact.tolist() == [float(int(L) <= 4) for L in d["depths"]]
     assert (d["ref_depth_all_se"][:, exact == 1] == 0).all()
     assert (d["ref_depth_all_se"][:, exact == 0] > 0).all()
     assert "exact expected loss" in d.meta["ref_depth_all"]
 
 
-@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("depth", [1, 2, 3, pytest.param(4, marks=pytest.mark.slow), 5])
 def test_fig3_all_adapted_reference_is_exact_in_reach_and_monte_carlo_beyond(depth: int) -> None:
     """:func:`reference_all_adapted` on a random net of the figure's setting: exact for
-    L ≤ 3 and equal to expected_deep_loss; a Monte Carlo estimate (se > 0) for L = 4; either
-    way it agrees with an independent Monte Carlo of 10⁵ tasks within 4 standard errors."""
+    L ≤ 4 and equal to expected_deep_loss (L = 4 derives for minutes: slow); a Monte Carlo
+    estimate (se > 0) for L = 5; either way it agrees with an independent Monte Carlo of 10⁵
+    tasks within 4 standard errors."""
     import torch
 
     from maml_depth.numerics import DeepLinear, monte_carlo_deep_loss
@@ -149,7 +150,7 @@ def test_fig3_all_adapted_reference_is_exact_in_reach_and_monte_carlo_beyond(dep
     ws = [w.detach().to(torch.float64) for w in net.weights]
     value, se, exact = reference_all_adapted(fam, ws, sigma=s.sigma, n=s.n, alpha=s.alpha,
                                              mc_tasks=20_000, seed=3)
-    assert exact == (depth <= 3)
+    assert exact == (depth <= 4)
     if exact:
         assert se == 0.0
         assert value == expected_deep_loss([w.numpy() for w in ws], adapt="all",

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,19 +205,43 @@ def test_torch_is_differentiable_and_matches_numpy() -> None:
                       float)
 
 
-def test_max_terms_refusal_is_one_line_with_count() -> None:
+def test_max_terms_refusal_is_one_line_with_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``max_terms`` bounds the distinct terms of the expectation: refused after the
+    derivation with the count, or during it ("more than"); one line, naming the estimator."""
     c = _case(0, m=1)
     kw = dict(W_bar=c["W_bar"], Sigma=c["Sigma"], Lam=c["Lam"], sigma=0.5, n=4, alpha=0.2)
+    size = len(ee.loss_derivation("shallow", (3, False, False, None)))
     with pytest.raises(TermLimitError) as info:
-        expected_loss(c["W"], steps=3, max_terms=1000, **kw)
+        expected_loss(c["W"], steps=3, max_terms=size - 1, **kw)
     msg = str(info.value)
-    assert "\n" not in msg and "24,260" in msg and "monte_carlo_loss" in msg
+    assert "\n" not in msg and f"{size:,} terms" in msg and "monte_carlo_loss" in msg
     assert isinstance(info.value, InvalidArgumentError)
+    assert np.isfinite(expected_loss(c["W"], steps=3, max_terms=size, **kw))
     ws = [np.eye(3)] * 2 + [np.ones((1, 3))]
-    with pytest.raises(TermLimitError, match=r"724,019 .*monte_carlo_deep_loss"):
-        expected_deep_loss(ws, adapt="all", max_terms=10**5, **kw)
-    with pytest.raises(TermLimitError, match="far more"):  # two layers, two steps
-        expected_deep_loss(ws[1:], adapt="all", steps=2, **kw)
+    monkeypatch.setenv("MAML_DEPTH_CACHE", "off")  # derived here, not read from disk
+    ee.clear_caches()
+    with pytest.raises(TermLimitError, match=r"more than max_terms = 1,000 terms.*monte_carl"):
+        expected_deep_loss(ws, adapt="all", max_terms=1000, **kw)
+
+
+@pytest.mark.parametrize(("depth", "adapt", "steps", "factors"), [
+    (3, (1, 2, 3), 1, 6), (5, (1, 2, 4, 5), 1, 8), (5, (1, 2, 3, 4, 5), 1, 10),
+    (2, (1, 2), 2, 16)])
+def test_reach_is_counted_in_factors(depth: int, adapt: tuple, steps: int,
+                                     factors: int) -> None:
+    """One step adapting r layers puts r gradients, each one factor Σ̂ or E, on each side
+    of the loss: 2r factors; two layers for two steps (a gradient of the adapted net holds
+    the first step's two) reach 16. Beyond MAX_FACTORS = 8: refused before enumerating."""
+    words, got, raw = ee.structure_size("deep", (depth, adapt, steps, False))
+    assert got == factors and words > 0 and raw > 0
+    if factors > ee.MAX_FACTORS:
+        c = _case(1, m=1)
+        kw = dict(W_bar=c["W_bar"], Sigma=c["Sigma"], Lam=c["Lam"], sigma=0.5, n=4,
+                  alpha=0.2)
+        ws = [np.eye(3)] * (depth - 1) + [np.ones((1, 3))]
+        with pytest.raises(TermLimitError, match=rf"holds {factors} factors .*reaches 8; "
+                                                 rf"{raw:,} raw .*monte_carlo_deep_loss"):
+            expected_deep_loss(ws, adapt=adapt, steps=steps, **kw)
 
 
 def test_bad_arguments_raise_package_errors() -> None:
@@ -257,3 +282,40 @@ def test_k_step_preconditioner_ordering(steps: int) -> None:
     assert a is not None
     for b in (a * 0.97, a * 1.03, optimal_preconditioner(S, La, sigma, n, "scalar").alpha):
         assert scal.loss <= float(k_step_loss(b * np.eye(d), S, La, sigma, n, steps)) + 1e-14
+
+
+def test_disk_cache_round_trip(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A derivation written to the disk cache is read back (same value, bit for bit); a
+    corrupt file is derived anew; ``MAML_DEPTH_CACHE=off`` writes nothing."""
+    c = _case(2, m=2)
+    kw = dict(W_bar=c["W_bar"], Sigma=c["Sigma"], Lam=c["Lam"], sigma=0.5, n=4, alpha=0.2)
+    ws = [np.eye(3) + 0.1 * c["R"], c["L"] @ np.ones((2, 3)) / 3]
+    monkeypatch.setenv("MAML_DEPTH_CACHE", str(tmp_path))
+    monkeypatch.setattr(ee, "_DISK_MIN_SECONDS", 0.0)
+    ee.clear_caches()
+    v1 = expected_deep_loss(ws, adapt="all", **kw)
+    files = list((tmp_path / "exact").glob("deep-*.pkl"))
+    assert len(files) == 1
+    ee.clear_caches()
+    assert expected_deep_loss(ws, adapt="all", **kw) == v1
+    files[0].write_bytes(b"not a pickle")
+    ee.clear_caches()
+    assert expected_deep_loss(ws, adapt="all", **kw) == v1
+    off = tmp_path / "off"
+    monkeypatch.setenv("MAML_DEPTH_CACHE", "off")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(off))
+    ee.clear_caches()
+    assert expected_deep_loss(ws, adapt="all", **kw) == v1
+    assert not off.exists()
+    ee.clear_caches()
+
+
+def test_bad_memo_budget_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAML_DEPTH_STEIN_MEMO_MB", "lots")
+    ee.clear_caches()
+    try:
+        with pytest.raises(InvalidArgumentError, match="MAML_DEPTH_STEIN_MEMO_MB"):
+            ee._stein_engine()
+    finally:
+        monkeypatch.delenv("MAML_DEPTH_STEIN_MEMO_MB")
+        ee.clear_caches()
