@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from maml_depth.common import stats
-from maml_depth.common.plots import PALETTE, save_figure
+from maml_depth.common.plots import PALETTE, legend_outside, save_figure
 from maml_depth.errors import InvalidArgumentError
 from maml_depth.theory.empirical_maml import (
     BernacchiaSetting,
@@ -161,9 +161,11 @@ def _figure(ctx: RunContext, r: dict[str, Any]) -> list[str]:
         ax.set_xlabel("meta-training learning rate α_t")
         ax.set_ylabel("test loss after one step α_r")
         ax.set_title("Bernacchia (2021), fig. 2 setting: optimal α_t < 0")
-        ax.legend(fontsize=8)
+        # the two full-height α_t lines leave no corner wide enough: legend right of the axes
+        # (below them it would cover the x label)
+        legend_outside(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
-    return save_figure(ctx.out_dir, "neighbours_bernacchia_alpha_t", draw)
+    return save_figure(ctx.out_dir, "neighbours_bernacchia_alpha_t", draw, size=(8.5, 4.0))
 
 
 def _clean(r: dict[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from scipy.linalg import subspace_angles
 from torch.func import vmap
 
 from maml_depth.common import stats
-from maml_depth.common.plots import PALETTE, save_figure
+from maml_depth.common.plots import PALETTE, place_legend, save_figure
 from maml_depth.common.settings import B_L, BOTTOM_LAYERS, LinearSetting
 from maml_depth.numerics import (
     DeepLinear,
@@ -286,8 +286,10 @@ def _figure(ctx: RunContext, r: dict[str, Any], wrong: dict[str, Any]) -> list[s
         ax.set_yticks(range(len(rows)), [x[0] for x in rows], fontsize=8)
         ax.axvline(TOL_DEG, ls="--", color="gray", label=f"tolerance {TOL_DEG}°")
         ax.set_xlabel("largest principal angle between row spaces of B_L (°), per seed")
+        ax.set_ylabel("pair of subspaces")
         ax.set_title("Feature reuse: ANIL and MAML learn the same subspace")
-        ax.legend(fontsize=8)
+        ax.figure.tight_layout()  # the final geometry, then a free place for the legend
+        place_legend(ax, fontsize=8)  # off the per-seed angles and the tolerance line
 
     return save_figure(ctx.out_dir, "neighbours_raghu_angles", draw, size=(7.0, 3.5))
 

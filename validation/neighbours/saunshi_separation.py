@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from maml_depth.common import stats
-from maml_depth.common.plots import PALETTE, save_figure
+from maml_depth.common.plots import PALETTE, legend_outside, save_figure
 from maml_depth.numerics import (
     DeepLinear,
     InnerConfig,
@@ -145,10 +145,13 @@ def _figure(ctx: RunContext, r: dict[str, Any], wrong: dict[str, Any]) -> list[s
         ax.axvline(THRESHOLD, ls="--", color="gray", label="claim: below ½")
         ax.axvline(1.0, ls=":", color="black", lw=0.8, label="convex prediction (1 − n/d)")
         ax.set_xlabel("error / (1 − n/d)·E‖θ₀ − w‖²  (95% intervals)")
+        ax.set_ylabel("learner")
         ax.set_title(f"Saunshi et al.: d = {r['d']}, n = {r['n']}")
-        ax.legend(fontsize=8, loc="lower right")
+        # the bars and the two full-height lines leave no free corner: legend right of the
+        # axes (below them it would cover the x label)
+        legend_outside(ax, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
-    return save_figure(ctx.out_dir, "neighbours_saunshi_ratios", draw, size=(7.0, 4.0))
+    return save_figure(ctx.out_dir, "neighbours_saunshi_ratios", draw, size=(8.5, 4.0))
 
 
 def _clean(r: dict[str, Any]) -> dict[str, Any]:
