@@ -228,27 +228,23 @@ def test_deep_layers_match_monte_carlo(case: tuple) -> None:
         assert expected_deep_loss(ws, adapt=adapt, steps=steps, **kw) == pytest.approx(v)
 
 
-@pytest.mark.slow
-def test_three_adapted_layers_match_monte_carlo() -> None:
-    """Depth 3, all three layers adapted, one step (724 019 raw pairings; ~15 s to derive)."""
-    name, widths, adapt = "all-of-3-m1", (3, 3, 3, 1), (1, 2, 3)
-    n, alpha, T = 4, 0.3, 200_000
-    f, ws = _deep_setup(name, widths)
-    mean, se = _mc_deep(f, ws, adapt, alpha, n, T, seed=5)
-    v = expected_deep_loss(ws, adapt=adapt, W_bar=f["W_bar"], Sigma=f["Sigma"], Lam=f["Lam"],
-                           sigma=f["sigma"], n=n, alpha=alpha)
-    assert _accept(v, mean, se), _msg(f"{name} exact", v, mean, se, T)
+MANY_LAYER_CASES = [  # (name, widths, n, Monte Carlo seed)
+    # depth 3, all three layers, one step: six factors Σ̂, E (724 019 raw pairings, ~2 s)
+    ("all-of-3-m1", (3, 3, 3, 1), 4, 5),
+    # depth 4, all four layers, one step: eight factors, the engine's reach (1 292 557 733
+    # raw pairings; minutes to derive, then the disk cache); m = 2: matrix output words
+    ("all-of-4-m2", (2, 3, 2, 3, 2), 3, 9),
+]
 
 
 @pytest.mark.slow
-def test_four_adapted_layers_match_monte_carlo() -> None:
-    """Depth 4, all four layers adapted, one step: eight factors Σ̂, E per trace product,
-    the engine's reach (1 292 557 733 raw pairings; a derivation of several minutes, kept
-    in the disk cache), m = 2 so that the output-side words are matrices."""
-    name, widths, adapt = "all-of-4-m2", (2, 3, 2, 3, 2), (1, 2, 3, 4)
-    n, alpha, T = 3, 0.3, 200_000
+@pytest.mark.parametrize("case", MANY_LAYER_CASES, ids=[c[0] for c in MANY_LAYER_CASES])
+def test_all_adapted_layers_match_monte_carlo(case: tuple) -> None:
+    name, widths, n, seed = case
+    adapt = tuple(range(1, len(widths)))
+    alpha, T = 0.3, 200_000
     f, ws = _deep_setup(name, widths)
-    mean, se = _mc_deep(f, ws, adapt, alpha, n, T, seed=9)
+    mean, se = _mc_deep(f, ws, adapt, alpha, n, T, seed=seed)
     v = expected_deep_loss(ws, adapt=adapt, W_bar=f["W_bar"], Sigma=f["Sigma"], Lam=f["Lam"],
                            sigma=f["sigma"], n=n, alpha=alpha)
     assert _accept(v, mean, se), _msg(f"{name} exact", v, mean, se, T)
