@@ -31,6 +31,10 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 # The exact engine keeps slow derivations in a disk cache (theory.exact_expectation):
 # tests use a private one unless the caller names one (MAML_DEPTH_CACHE).
 if "MAML_DEPTH_CACHE" not in os.environ:
+    import atexit
+    import shutil
     import tempfile
 
-    os.environ["MAML_DEPTH_CACHE"] = tempfile.mkdtemp(prefix="maml-depth-test-cache-")
+    _cache = tempfile.mkdtemp(prefix="maml-depth-test-cache-")
+    os.environ["MAML_DEPTH_CACHE"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
