@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import math
 import os
 import pickle
@@ -597,6 +598,7 @@ class Derivation:
             self.index[i, : len(idx)] = idx
         self.spow = np.array([r[1] for r in self.rows], dtype=np.int64)
         self._weights: dict[int, np.ndarray] = {}
+        self._plan: _TracePlan | None = None
 
     def state(self) -> tuple[Any, ...]:
         """Plain data (for the disk cache): cycles, rows, raw pairings, seconds."""
@@ -631,7 +633,9 @@ class Derivation:
         like = next((v for v in letters.values() if isinstance(v, Tensor)), None)
         if like is None and isinstance(sigma2a, Tensor):
             like = sigma2a
-        vals = _trace_values(self.cycles, letters, m=m, d=d, like=like if torch_mode else None)
+        if self._plan is None:
+            self._plan = _TracePlan(self.cycles)
+        vals = _trace_values(self._plan, letters, m=m, d=d, like=like if torch_mode else None)
         w = self.weights(n)
         if torch_mode:
             assert like is not None
@@ -658,41 +662,105 @@ def _exact_float(poly: dict[int, Any], n: int) -> float:
     return float(sum((c * Fraction(n) ** p for p, c in poly.items()), Fraction(0)))
 
 
-def _trace_values(cycles: list[Word], letters: dict[str, Any], *, m: int, d: int,
-                  like: Tensor | None) -> Any:
-    """``tr`` of each cycle word, sharing prefix products (a trie over the sorted words)."""
-    prefix: dict[Word, Any] = {}
+class _TracePlan:
+    """The prefix trie of a derivation's cycles, level by level, for batched evaluation.
 
-    def mat(letter: str) -> Any:
-        b = base(letter)
+    Every cycle ``w`` is a node; node ``w[:ℓ]`` at level ℓ is ``node(w[:ℓ−1]) @ letter(w[ℓ−1])``.
+    Level ``ℓ`` holds ``parent`` (index into level ℓ − 1; level 1: none) and ``letter`` (index
+    into :attr:`tokens`); a cycle is ``(level, index)`` (``#m``/``#d``: level 0).
+    """
+
+    def __init__(self, cycles: list[Word]) -> None:
+        self.tokens: list[str] = []
+        tok: dict[str, int] = {}
+        nodes: list[dict[Word, int]] = [{}]
+        self.parent: list[np.ndarray] = []
+        self.letter: list[np.ndarray] = []
+        par: list[list[int]] = []
+        let: list[list[int]] = []
+
+        def node(w: Word) -> int:
+            lvl = len(w)
+            while len(nodes) <= lvl:
+                nodes.append({})
+                par.append([])
+                let.append([])
+            got = nodes[lvl].get(w)
+            if got is not None:
+                return got
+            p = node(w[:-1]) if lvl > 1 else -1
+            t = tok.setdefault(w[-1], len(tok))
+            if t == len(self.tokens):
+                self.tokens.append(w[-1])
+            i = len(nodes[lvl])
+            nodes[lvl][w] = i
+            par[lvl - 1].append(p)
+            let[lvl - 1].append(t)
+            return i
+
+        self.where: list[tuple[int, int]] = []
+        for c in cycles:
+            if c in (("#m",), ("#d",)):
+                self.where.append((0, 0 if c == ("#m",) else 1))
+            else:
+                self.where.append((len(c), node(c)))
+        self.parent = [np.array(x, dtype=np.int64) for x in par]
+        self.letter = [np.array(x, dtype=np.int64) for x in let]
+        self.level = np.array([lv for lv, _ in self.where], dtype=np.int64)
+        self.index = np.array([i for _, i in self.where], dtype=np.int64)
+
+
+def _trace_values(plan: _TracePlan, letters: dict[str, Any], *, m: int, d: int,
+                  like: Tensor | None) -> Any:
+    """``tr`` of each cycle word: the trie's prefixes multiplied level by level in batches,
+    every letter zero-padded to the largest dimension (padding changes no product's trace)."""
+    mats = []
+    for t in plan.tokens:
+        b = base(t)
         if b not in letters:
             raise KeyError(f"no value for letter {b!r}")
         a = letters[b]
-        if letter.endswith("'"):
-            return a.transpose(-1, -2) if isinstance(a, Tensor) else a.T
-        return a
-
-    def product(w: Word) -> Any:
-        if w in prefix:
-            return prefix[w]
-        out = mat(w[0]) if len(w) == 1 else product(w[:-1]) @ mat(w[-1])
-        prefix[w] = out
-        return out
-
-    out: list[Any] = []
-    for c in cycles:
-        if c == ("#m",):
-            out.append(float(m))
-        elif c == ("#d",):
-            out.append(float(d))
+        if t.endswith("'"):
+            a = a.transpose(-1, -2) if isinstance(a, Tensor) else a.T
+        mats.append(a)
+    size = max([int(x.shape[-1]) for x in mats] + [int(x.shape[-2]) for x in mats] + [1])
+    torch_mode = like is not None
+    if torch_mode:
+        assert like is not None
+        stack = torch.stack([torch.nn.functional.pad(
+            (x if isinstance(x, Tensor) else torch.as_tensor(x)).to(like.dtype).to(like.device),
+            (0, size - int(x.shape[-1]), 0, size - int(x.shape[-2]))) for x in mats])
+    else:
+        stack_np = np.zeros((len(mats), size, size))
+        for i, x in enumerate(mats):
+            stack_np[i, : x.shape[0], : x.shape[1]] = x
+    traces: list[Any] = []
+    prev: Any = None
+    cur: Any
+    flat: Any
+    for lvl, (par, let) in enumerate(zip(plan.parent, plan.letter, strict=True), start=1):
+        if torch_mode:
+            cur = stack[torch.from_numpy(let).to(stack.device)]
+            if lvl > 1:
+                cur = prev[torch.from_numpy(par).to(stack.device)] @ cur
+            traces.append(torch.diagonal(cur, dim1=-2, dim2=-1).sum(-1))
         else:
-            p = product(c)
-            out.append(torch.diagonal(p).sum() if isinstance(p, Tensor) else float(np.trace(p)))
-    if like is not None:
-        return torch.stack([o if isinstance(o, Tensor) else torch.as_tensor(
-            o, dtype=like.dtype, device=like.device) for o in out]) if out else torch.zeros(
-            0, dtype=like.dtype, device=like.device)
-    return np.array(out, dtype=np.float64)
+            cur = stack_np[let]
+            if lvl > 1:
+                cur = np.matmul(prev[par], cur)
+            traces.append(np.einsum("nii->n", cur))
+        prev = cur
+    if torch_mode:
+        assert like is not None
+        flat = torch.cat([torch.tensor([float(m), float(d)], dtype=like.dtype,
+                                       device=like.device), *traces])
+    else:
+        flat = np.concatenate([[float(m), float(d)], *traces])
+    offsets = np.concatenate([[0, 2], 2 + np.cumsum([len(x) for x in plan.letter])])
+    pos = np.where(plan.level == 0, plan.index, offsets[plan.level] + plan.index)
+    if torch_mode:
+        return flat[torch.from_numpy(pos).to(flat.device)]
+    return flat[pos]
 
 
 def clear_caches() -> None:
@@ -785,10 +853,13 @@ def _cache_dir() -> Path | None:
 
 @functools.lru_cache(maxsize=1)
 def _fingerprint() -> str:
-    """A hash of the engine's source: a changed engine never reads an old derivation."""
-    h = hashlib.sha256()
-    for path in (Path(__file__), Path(__file__).with_name("stein.py")):
-        h.update(path.read_bytes())
+    """A hash of the deriving code's source (the Stein module and the functions of this one
+    that build words and pair them): a changed derivation never reads an old file, while a
+    change to the evaluation keeps the cache."""
+    h = hashlib.sha256(Path(__file__).with_name("stein.py").read_bytes())
+    for obj in (tp, MatPoly, gradient, shallow_error_words, deep_error_words, _canonical,
+                expect, _expect_one, _stein_engine, loss_products, _error_words, Derivation):
+        h.update(inspect.getsource(obj).encode())
     return h.hexdigest()[:16]
 
 
