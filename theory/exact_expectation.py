@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from maml_depth import _checks
 from maml_depth._io import atomic_write_bytes
 from maml_depth.errors import InvalidArgumentError
 from maml_depth.theory.moments import set_partitions
@@ -326,7 +327,7 @@ def expect(
 
     def add(key: Key, p: int, c: Fraction | int) -> None:
         slot = out.setdefault(key, {})
-        slot[p] = slot.get(p, Fraction(0)) + c
+        slot[p] = slot.get(p, 0) + c
 
     if mode == "wick":
         staged: dict[tuple[Word, ...], Counter[tuple[tuple[Word, ...], int, int]]] = {}
@@ -362,11 +363,7 @@ def expect(
                 if c1 == 0:
                     continue
                 for (fs2, p2), c2 in inner.items():
-                    key = (tuple(sorted(fs + fs2)), sp)
-                    slot = out.get(key)
-                    if slot is None:
-                        slot = out[key] = {}
-                    slot[p1 + p2] = slot.get(p1 + p2, 0) + c1 * c2
+                    add((tuple(sorted(fs + fs2)), sp), p1 + p2, c1 * c2)
             if max_terms is not None and len(out) > max_terms:
                 raise TermLimitError(
                     f"the exact expectation has more than max_terms = {max_terms:,} terms")
@@ -387,14 +384,9 @@ def _stein_engine() -> SteinRecursion:
     """The memoised Stein recursion shared by every derivation (reset by
     :func:`clear_caches`)."""
     if not _ENGINE:
-        raw = os.environ.get("MAML_DEPTH_STEIN_MEMO_MB", "1000")
-        try:
-            memo_mb = float(raw)
-        except ValueError:
-            memo_mb = -1.0
-        if not math.isfinite(memo_mb) or memo_mb <= 0:
-            raise InvalidArgumentError(
-                f"MAML_DEPTH_STEIN_MEMO_MB must be a positive number of MiB, got {raw!r}")
+        memo_mb = _checks.finite_float(
+            "MAML_DEPTH_STEIN_MEMO_MB (MiB)", os.environ.get("MAML_DEPTH_STEIN_MEMO_MB", "1000"),
+            positive=True)
         _ENGINE.append(SteinRecursion(tp, drop_last=_DROP_LAST_X_PAIRING, memo_mb=memo_mb))
     return _ENGINE[0]
 

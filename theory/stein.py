@@ -104,9 +104,8 @@ class SteinRecursion:
         self.drop_last = drop_last
         self.progress = progress
         self.names: list[str] = []
-        self._ids: dict[str, int] = {}
+        self._ids: dict[str, int] = {"X": _X, "X'": _XT}
         self._tp: list[int] = []
-        self._ids = {"X": _X, "X'": _XT}
         self._sa = self.letter(sa)
         self._canon: dict[IWord, IWord] = {}
         self.cycles: list[IWord] = []          # interned X-free cycles (canonical)
