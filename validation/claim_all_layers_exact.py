@@ -67,16 +67,11 @@ def train_adapting(setting: LinearSetting, budget: Budget, family_seed: int, see
                  "measured / exact lies inside 1 ± 2% (≥ 2·10⁵ fresh tasks).",
        reference="docs/theory/exact-expectation.md, docs/theory/paper-claims.md#claim-8; "
                  "paper §3")
+# d = 4 networks: a second torch thread only adds overhead (measured: several-fold slower
+# with the default threads on 2 busy cores)
+@torch_threads(1)
 def run(ctx: RunContext) -> ClaimResult:
-    """Run the claim (see the module docstring) on one torch thread.
-
-    d = 4 networks: a second torch thread only adds overhead (measured: several-fold slower
-    with the default threads on 2 busy cores)."""
-    with torch_threads(1):
-        return _run(ctx)
-
-
-def _run(ctx: RunContext) -> ClaimResult:
+    """Run the claim (see the module docstring) on one torch thread."""
     s = SETTING
     fam = s.family(ctx.seed)
     Sigma, Lam, W_bar = (fam.Sigma.numpy(), fam.Lam.numpy(), fam.W_bar.numpy())

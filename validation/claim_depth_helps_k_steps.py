@@ -150,16 +150,11 @@ def theory_k(Sigma: np.ndarray, Lam: np.ndarray, setting: LinearSetting, steps: 
                  "min_P E ℒ_k(P) < E ℒ_k(α_k* I), the best scalar step.",
        reference="docs/theory/exact-expectation.md (§6, eq. 12), "
                  "docs/theory/paper-claims.md#claim-7; paper §3")
+# d = 4 networks: a second torch thread only adds overhead (measured: several-fold slower
+# with the default threads on 2 busy cores)
+@torch_threads(1)
 def run(ctx: RunContext) -> ClaimResult:
-    """Run the claim (see the module docstring) on one torch thread.
-
-    d = 4 networks: a second torch thread only adds overhead (measured: several-fold slower
-    with the default threads on 2 busy cores)."""
-    with torch_threads(1):
-        return _run(ctx)
-
-
-def _run(ctx: RunContext) -> ClaimResult:
+    """Run the claim (see the module docstring) on one torch thread."""
     s = SETTING
     fam = s.family(ctx.seed)
     S_, La = fam.Sigma.numpy(), fam.Lam.numpy()

@@ -53,7 +53,8 @@ def one_line(exc: BaseException) -> str:
 @contextlib.contextmanager
 def torch_threads(threads: int | None) -> Iterator[None]:
     """Limit torch to ``threads`` intra-op threads inside the block (``None`` or 0: leave it
-    as it is), restoring the previous number afterwards."""
+    as it is), restoring the previous number afterwards; also a decorator
+    (``@torch_threads(1)``), limiting each call."""
     import torch
 
     prev = torch.get_num_threads()
